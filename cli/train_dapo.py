@@ -1,0 +1,52 @@
+"""Train a model with DAPO.
+
+    python cli/train_dapo.py --config-name dapo_qwen25_32b_A3 [section.key=value ...] [--dry-run]
+
+``--dry-run`` validates the config (every problem at once), prints the resolved YAML and the run
+plan, and exits 0, or prints the problems and exits 2. It never starts Ray or touches a device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mindspeed_rl.config.validation import ConfigError  # noqa: E402
+from mindspeed_rl.trainer.config_entry import load_run_config, print_dry_run  # noqa: E402
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--config-name", required=True, help="configs/<NAME>.yaml, or a .yaml path")
+    parser.add_argument("--config-path", default=None, help="directory holding the configs")
+    parser.add_argument("--dry-run", action="store_true", help="validate, print, exit")
+    parser.add_argument("overrides", nargs="*", help="section.key=value (YAML-typed values)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_run_config(args.config_name, args.config_path, args.overrides)
+    except ConfigError as err:
+        print(f"invalid config ({len(err.problems)} problem(s)):", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print_dry_run(config)
+        return 0
+    print(
+        "training is not available in this version yet; use --dry-run to validate a config",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

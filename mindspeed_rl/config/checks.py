@@ -1,0 +1,225 @@
+"""Cross-field rules of a training config. Each rule names the keys it concerns and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mindspeed_rl.config.schema import RunConfig
+from mindspeed_rl.config.validation import Problem
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def trained_prompts_per_iteration(config: RunConfig) -> int:
+    """Prompts whose samples are trained on in one iteration."""
+    rl = config.rl_config
+    if rl.filter_groups_enable and rl.filter_groups_train_batch_size is not None:
+        return rl.filter_groups_train_batch_size
+    return config.actor.global_batch_size
+
+
+def data_parallel_size(config: RunConfig) -> int:
+    actor = config.actor
+    return config.rl_config.actor_resource.num_npus // (
+        actor.tensor_model_parallel_size * actor.pipeline_model_parallel_size
+    )
+
+
+def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def report(key: str, message: str) -> None:
+        problems.append(Problem(where(key), key, message))
+
+    actor, rl, gen, model = config.actor, config.rl_config, config.generate_config, config.model
+    sampling = gen.sampling_config
+    devices = rl.actor_resource.num_npus
+    tp, pp, ep = (
+        actor.tensor_model_parallel_size,
+        actor.pipeline_model_parallel_size,
+        actor.expert_model_parallel_size,
+    )
+
+    # --- parallel layout -----------------------------------------------------------------------
+    layout_ok = devices % (tp * pp) == 0
+    if not layout_ok:
+        report(
+            "actor_config.tensor_model_parallel_size",
+            f"TP x PP = {tp} x {pp} = {tp * pp} does not divide "
+            f"rl_config.actor_resource.num_npus = {devices}; valid TP x PP: {_divisors(devices)}",
+        )
+    elif ep > 1:
+        # megatron-core carves expert groups out of (DP x TP) ranks of each pipeline stage, with
+        # the expert tensor-parallel size equal to TP.
+        per_stage = devices // pp
+        if per_stage % (ep * tp):
+            report(
+                "actor_config.expert_model_parallel_size",
+                f"EP x TP = {ep} x {tp} must divide the {per_stage} ranks of a pipeline stage "
+                f"(num_npus / PP); valid EP: "
+                f"{[d for d in _divisors(per_stage // tp) if per_stage % (d * tp) == 0]}",
+            )
+    if ep > 1 and (model.num_experts is None or model.num_experts % ep):
+        report(
+            "actor_config.expert_model_parallel_size",
+            f"EP = {ep} needs an MoE model whose num_experts ({model.num_experts}) it divides",
+        )
+    heads, groups = model.num_attention_heads, model.num_query_groups or model.num_attention_heads
+    if heads % tp:
+        report(
+            "actor_config.tensor_model_parallel_size",
+            f"TP = {tp} does not divide num_attention_heads = {heads} of model '{actor.model}'",
+        )
+    if groups % tp:
+        report(
+            "actor_config.tensor_model_parallel_size",
+            f"TP = {tp} does not divide num_query_groups = {groups} of model '{actor.model}'; "
+            f"valid TP: {_divisors(groups)}",
+        )
+    if model.num_layers % pp:
+        report(
+            "actor_config.pipeline_model_parallel_size",
+            f"PP = {pp} does not divide num_layers = {model.num_layers}; "
+            f"valid PP: {_divisors(model.num_layers)}",
+        )
+    if actor.sequence_parallel and tp == 1:
+        report("megatron_training.sequence_parallel", "needs tensor_model_parallel_size > 1")
+    if devices % gen.infer_tensor_parallel_size:
+        report(
+            "generate_config.infer_tensor_parallel_size",
+            f"{gen.infer_tensor_parallel_size} does not divide num_npus = {devices}; "
+            f"valid: {_divisors(devices)}",
+        )
+    if (gen.infer_tensor_parallel_size * gen.infer_expert_parallel_size) > devices:
+        report(
+            "generate_config.infer_expert_parallel_size",
+            f"infer TP x EP = {gen.infer_tensor_parallel_size * gen.infer_expert_parallel_size} "
+            f"exceeds num_npus = {devices}",
+        )
+
+    # --- batch sizes -----------------------------------------------------------------------------
+    trained = trained_prompts_per_iteration(config)
+    trained_key = (
+        "rl_config.filter_groups_train_batch_size"
+        if rl.filter_groups_enable and rl.filter_groups_train_batch_size is not None
+        else "megatron_training.global_batch_size"
+    )
+    if trained % rl.mini_batch_size:
+        report(
+            "rl_config.mini_batch_size",
+            f"{rl.mini_batch_size} prompts does not divide the {trained} prompts trained per "
+            f"iteration ({trained_key}); valid: {_divisors(trained)}",
+        )
+    if layout_ok:
+        dp = data_parallel_size(config)
+        samples = rl.mini_batch_size * rl.n_samples_per_prompt
+        if samples % (dp * actor.micro_batch_size):
+            report(
+                "actor_config.micro_batch_size",
+                f"mini_batch_size x n_samples_per_prompt = {samples} samples cannot be split "
+                f"into DP ({dp}) x micro_batch_size ({actor.micro_batch_size}) equal parts",
+            )
+    if rl.filter_groups_enable:
+        if rl.filter_groups_train_batch_size is None:
+            report("rl_config.filter_groups_train_batch_size", "required with filter_groups_enable")
+        if rl.filter_groups_max_batches == 0 or rl.filter_groups_max_batches < -1:
+            report(
+                "rl_config.filter_groups_max_batches",
+                f"{rl.filter_groups_max_batches}: use -1 (no limit) or a positive count",
+            )
+        if rl.filter_groups_metric not in rl.verifier_function:
+            report(
+                "rl_config.filter_groups_metric",
+                f"'{rl.filter_groups_metric}' is not one of verifier_function {rl.verifier_function}",
+            )
+    if rl.n_samples_per_prompt < 2 and (
+        rl.adv_estimator == "group_norm" or rl.filter_groups_enable
+    ):
+        report(
+            "rl_config.n_samples_per_prompt",
+            f"{rl.n_samples_per_prompt}: group_norm advantages and filter groups compare "
+            "samples of one prompt; use >= 2",
+        )
+
+    # --- DAPO knobs ------------------------------------------------------------------------------
+    clip_keys = ["clip_ratio"] + (
+        ["clip_ratio_low", "clip_ratio_high"] if rl.clip_higher_enable else []
+    )
+    for key in clip_keys:
+        value = getattr(rl, key)
+        if not 0 < value < 1:
+            report(f"rl_config.{key}", f"{value}: must be in (0, 1)")
+    if rl.clip_ratio_c is not None and rl.clip_ratio_c <= 1:
+        report("rl_config.clip_ratio_c", f"{rl.clip_ratio_c}: the dual-clip bound must be > 1")
+    if len(rl.verifier_weight) != len(rl.verifier_function):
+        report(
+            "rl_config.verifier_weight",
+            f"{len(rl.verifier_weight)} weights for {len(rl.verifier_function)} verifiers "
+            f"{rl.verifier_function}: give one weight per verifier",
+        )
+    if not rl.verifier_function:
+        report("rl_config.verifier_function", "at least one verifier is needed")
+    if rl.overlong_buffer_enable and rl.rollout_max_tokens <= rl.overlong_buffer:
+        report(
+            "rl_config.overlong_buffer",
+            f"{rl.overlong_buffer} must be smaller than rollout_max_tokens = {rl.rollout_max_tokens}",
+        )
+    if rl.rollout_max_tokens != sampling.max_tokens:
+        report(
+            "rl_config.rollout_max_tokens",
+            f"{rl.rollout_max_tokens} differs from generate_config.sampling_config.max_tokens = "
+            f"{sampling.max_tokens}; set both to the same response cap",
+        )
+    if rl.loss_agg_mode is not None and (rl.loss_agg_mode == "token-mean") != rl.token_level_loss:
+        report(
+            "rl_config.loss_agg_mode",
+            f"'{rl.loss_agg_mode}' contradicts token_level_loss = {rl.token_level_loss}",
+        )
+
+    # --- lengths ---------------------------------------------------------------------------------
+    if rl.max_prompt_length + sampling.max_tokens > gen.max_model_len:
+        report(
+            "generate_config.max_model_len",
+            f"{gen.max_model_len} < max_prompt_length ({rl.max_prompt_length}) + "
+            f"sampling_config.max_tokens ({sampling.max_tokens})",
+        )
+    if rl.max_prompt_length + sampling.max_tokens > model.max_position_embeddings:
+        report(
+            "rl_config.max_prompt_length",
+            f"max_prompt_length + max_tokens = {rl.max_prompt_length + sampling.max_tokens} "
+            f"exceeds the model's max_position_embeddings = {model.max_position_embeddings}",
+        )
+    if sampling.logprobs != 1:
+        report(
+            "generate_config.sampling_config.logprobs", "only 1 (the sampled token) is supported"
+        )
+    if actor.min_lr > actor.lr:
+        report("actor_config.min_lr", f"{actor.min_lr} is larger than lr = {actor.lr}")
+    if not actor.finetune and actor.load is None:
+        report("actor_config.load", "finetune: false (resume) needs the checkpoint directory")
+    split = actor.split.split(",")
+    if (
+        len(split) != 3
+        or not all(s.strip().isdigit() for s in split)
+        or not any(int(s) for s in split)
+    ):
+        report(
+            "megatron_training.split", f"'{actor.split}': expected three integers like '100,0,0'"
+        )
+    if model.group_query_attention and model.num_query_groups is None:
+        report(f"model.{actor.model}.num_query_groups", "required with group_query_attention")
+    if model.num_experts is not None and model.moe_ffn_hidden_size is None:
+        report(f"model.{actor.model}.moe_ffn_hidden_size", "required with num_experts")
+    if model.num_experts is not None and model.moe_router_topk > model.num_experts:
+        report(
+            f"model.{actor.model}.moe_router_topk",
+            f"{model.moe_router_topk} exceeds num_experts = {model.num_experts}",
+        )
+    if rl.use_wandb and not rl.wandb_project:
+        report("rl_config.wandb_project", "required with use_wandb")
+    profiler = config.profiler
+    if profiler.enable and profiler.end_iteration < profiler.start_iteration:
+        report("profiler.end_iteration", "must not be before start_iteration")
+    return problems

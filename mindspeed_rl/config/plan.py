@@ -1,0 +1,66 @@
+"""The run plan derived from a validated config: what ``--dry-run`` prints next to the YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mindspeed_rl.config.checks import data_parallel_size, trained_prompts_per_iteration
+from mindspeed_rl.config.schema import RunConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    devices: int
+    tensor_parallel: int
+    pipeline_parallel: int
+    expert_parallel: int
+    data_parallel: int
+    prompts_per_generation_batch: int
+    samples_per_generation_batch: int
+    prompts_trained_per_iteration: int
+    samples_trained_per_iteration: int
+    mini_batches_per_iteration: int
+    optimizer_steps_per_iteration: int
+    micro_batches_per_mini_batch_per_dp_rank: int
+    rollout_tensor_parallel: int
+    rollout_expert_parallel: int
+    rollout_engines: int
+    dynamic_sampling: str
+    kl_loss: bool
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def make_plan(config: RunConfig) -> RunPlan:
+    actor, rl, gen = config.actor, config.rl_config, config.generate_config
+    dp = data_parallel_size(config)
+    trained = trained_prompts_per_iteration(config)
+    n = rl.n_samples_per_prompt
+    mini_batches = trained // rl.mini_batch_size
+    if rl.filter_groups_enable:
+        limit = "no limit" if rl.filter_groups_max_batches == -1 else rl.filter_groups_max_batches
+        dynamic = f"on: keep {trained} prompts, generation batches per iteration: {limit}"
+    else:
+        dynamic = "off"
+    return RunPlan(
+        devices=rl.actor_resource.num_npus,
+        tensor_parallel=actor.tensor_model_parallel_size,
+        pipeline_parallel=actor.pipeline_model_parallel_size,
+        expert_parallel=actor.expert_model_parallel_size,
+        data_parallel=dp,
+        prompts_per_generation_batch=actor.global_batch_size,
+        samples_per_generation_batch=actor.global_batch_size * n,
+        prompts_trained_per_iteration=trained,
+        samples_trained_per_iteration=trained * n,
+        mini_batches_per_iteration=mini_batches,
+        optimizer_steps_per_iteration=mini_batches * rl.epochs,
+        micro_batches_per_mini_batch_per_dp_rank=rl.mini_batch_size
+        * n
+        // (dp * actor.micro_batch_size),
+        rollout_tensor_parallel=gen.infer_tensor_parallel_size,
+        rollout_expert_parallel=gen.infer_expert_parallel_size,
+        rollout_engines=rl.actor_resource.num_npus // gen.infer_tensor_parallel_size,
+        dynamic_sampling=dynamic,
+        kl_loss=rl.use_kl_loss,
+    )

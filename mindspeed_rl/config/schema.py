@@ -1,0 +1,263 @@
+"""Typed sections of a training YAML (layout of the Ascend suite: see docs/configuration.md).
+
+Every field has a type, a default and a one-line description; ``docs/configuration.md`` is
+generated from these classes (``python -m mindspeed_rl.config.reference``). Types are strict: a
+string where an int belongs is an error, not a silent conversion. Keys that the Ascend suite
+accepts but this project does not implement yet live in ``unsupported.py``, never here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def _f(default: Any, doc: str, **kwargs: Any) -> Any:
+    return Field(default, description=doc, **kwargs)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class ModelConfig(Section):
+    """One entry of ``configs/model/<name>.yaml`` (Megatron / MindSpeed-LLM argument names)."""
+
+    use_mcore_models: bool = _f(True, "Build megatron-core GPTModel (the only supported kind).")
+    num_layers: int = _f(..., "Transformer layers.", gt=0)
+    hidden_size: int = _f(..., "Hidden size.", gt=0)
+    ffn_hidden_size: int = _f(..., "Dense MLP intermediate size.", gt=0)
+    num_attention_heads: int = _f(..., "Query heads.", gt=0)
+    kv_channels: int | None = _f(None, "Head dim; default hidden_size / num_attention_heads.")
+    group_query_attention: bool = _f(False, "Use num_query_groups key/value heads (GQA).")
+    num_query_groups: int | None = _f(None, "Key/value heads with GQA.", gt=0)
+    rotary_base: float = _f(10000.0, "RoPE base (theta).", gt=0)
+    rope_scaling_type: Literal["llama3"] | None = _f(None, "RoPE scaling (Llama-3.1 style).")
+    rope_scaling_factor: float = _f(8.0, "Llama-3 RoPE scaling factor.", gt=0)
+    low_freq_factor: float = _f(1.0, "Llama-3 RoPE low-frequency factor.", gt=0)
+    high_freq_factor: float = _f(4.0, "Llama-3 RoPE high-frequency factor.", gt=0)
+    original_max_position_embeddings: int = _f(8192, "Llama-3 RoPE original context.", gt=0)
+    max_position_embeddings: int = _f(..., "Maximum sequence length of the model.", gt=0)
+    make_vocab_size_divisible_by: int = _f(
+        1, "Pad the vocabulary to a multiple of this x TP.", gt=0
+    )
+    padded_vocab_size: int | None = _f(None, "Vocabulary size after padding (checkpoint shape).")
+    untie_embeddings_and_output_weights: bool = _f(True, "Separate lm_head (False = tied).")
+    add_qkv_bias: bool = _f(False, "Bias on the QKV projection (Qwen2 / Qwen2.5).")
+    disable_bias_linear: bool = _f(True, "No bias on other linear layers.")
+    position_embedding_type: Literal["rope"] = _f("rope", "Position embedding.")
+    norm_epsilon: float = _f(1e-5, "RMSNorm epsilon.", gt=0)
+    normalization: Literal["RMSNorm"] = _f("RMSNorm", "Normalization layer.")
+    swiglu: bool = _f(True, "SwiGLU MLP (gate and up projections fused in linear_fc1).")
+    attention_softmax_in_fp32: bool = _f(True, "Softmax in fp32.")
+    qk_layernorm: bool = _f(False, "RMSNorm on queries and keys per head (Qwen3).")
+    num_experts: int | None = _f(None, "Routed experts per MoE layer (None = dense).", gt=0)
+    moe_router_topk: int = _f(2, "Experts per token.", gt=0)
+    moe_ffn_hidden_size: int | None = _f(None, "Expert MLP intermediate size.", gt=0)
+    moe_router_load_balancing_type: Literal["aux_loss", "none"] = _f("aux_loss", "Balancing.")
+    moe_aux_loss_coeff: float = _f(0.0, "Auxiliary load-balancing loss coefficient.", ge=0)
+    moe_grouped_gemm: bool = _f(False, "Experts as GroupedMLP weights (needs a grouped GEMM).")
+    moe_token_dispatcher_type: Literal["allgather", "alltoall", "alltoall_seq"] = _f(
+        "alltoall", "Token dispatcher (alltoall_seq is MindSpeed's; alltoall elsewhere)."
+    )
+    norm_topk_prob: bool = _f(False, "Renormalise the top-k router probabilities (Qwen3-MoE).")
+
+
+class MegatronConfig(Section):
+    """``megatron_training`` (shared by every model of the run) merged with ``actor_config``."""
+
+    model: str = _f(..., "Name of the model entry (a key under `model`, from configs/model/).")
+    use_mcore_models: bool = _f(True, "Build megatron-core models (the only supported kind).")
+    stage: Literal["ray_dapo"] = _f("ray_dapo", "Training stage.")
+    tokenizer_type: Literal["PretrainedFromHF"] = _f("PretrainedFromHF", "Tokenizer kind.")
+    tokenizer_name_or_path: str | None = _f(None, "HF tokenizer directory.")
+    data_path: str | None = _f(None, "Output prefix of cli/preprocess_data.py.")
+    split: str = _f("100,0,0", "train,valid,test percentages of the dataset.")
+    dataset_additional_keys: list[str] = _f([], "Extra indexed-dataset keys, e.g. [labels].")
+    no_shuffle: bool = _f(False, "Serve prompts in file order.")
+    full_shuffle_instruction_dataset: bool = _f(False, "Shuffle across epochs as one pool.")
+    seed: int = _f(1234, "Seed of every RNG (data order, sampling, init).")
+    global_batch_size: int = _f(..., "Prompts per generation batch.", gt=0)
+    seq_length: int = _f(..., "Maximum prompt + response tokens fed to Megatron.", gt=0)
+    train_iters: int = _f(..., "Training iterations.", gt=0)
+    save_interval: int = _f(0, "Save every N iterations (0 = only at the end).", ge=0)
+    log_interval: int = _f(1, "Print the summary line every N iterations.", gt=0)
+    num_workers: int = _f(0, "Data-loading worker processes.", ge=0)
+    sequence_parallel: bool = _f(False, "Megatron sequence parallelism (with TP > 1).")
+    use_distributed_optimizer: bool = _f(False, "Shard optimizer state over data-parallel ranks.")
+    bf16: bool = _f(False, "bf16 parameters with fp32 main weights.")
+    attention_dropout: float = _f(0.0, "Attention dropout.", ge=0, lt=1)
+    hidden_dropout: float = _f(0.0, "Hidden dropout.", ge=0, lt=1)
+    init_method_std: float = _f(0.01, "Init std (only used when no weights are loaded).", gt=0)
+    attention_softmax_in_fp32: bool = _f(True, "Softmax in fp32.")
+    no_masked_softmax_fusion: bool = _f(False, "Disable the fused masked softmax kernel.")
+    no_gradient_accumulation_fusion: bool = _f(False, "Disable fused grad accumulation.")
+    use_flash_attn: bool = _f(False, "MindSpeed flash attention (NPU only; ignored elsewhere).")
+    use_fused_rmsnorm: bool = _f(False, "MindSpeed fused RMSNorm (NPU only).")
+    use_fused_swiglu: bool = _f(False, "MindSpeed fused SwiGLU (NPU only).")
+    use_fused_rotary_pos_emb: bool = _f(False, "MindSpeed fused RoPE (NPU only).")
+    distributed_backend: Literal["nccl", "hccl", "gloo"] | None = _f(
+        None, "Ignored: the backend follows the platform (hccl / nccl / gloo)."
+    )
+    no_shared_storage: bool = _f(False, "Each node saves its own ranks' shards and tracker.")
+    # actor_config
+    micro_batch_size: int = _f(1, "Samples per micro-batch in the update.", gt=0)
+    tensor_model_parallel_size: int = _f(1, "Training TP.", gt=0)
+    pipeline_model_parallel_size: int = _f(1, "Training PP.", gt=0)
+    expert_model_parallel_size: int = _f(1, "Training EP (MoE).", gt=0)
+    lr: float = _f(1e-6, "Peak learning rate.", gt=0)
+    min_lr: float = _f(0.0, "Floor of the decayed learning rate.", ge=0)
+    lr_decay_style: Literal["constant", "cosine", "linear"] = _f("constant", "LR schedule.")
+    lr_warmup_fraction: float = _f(0.0, "Fraction of train_iters spent warming up.", ge=0, lt=1)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", ge=0)
+    clip_grad: float = _f(1.0, "Gradient norm clip (0 = off).", ge=0)
+    adam_beta1: float = _f(0.9, "Adam beta1.", gt=0, lt=1)
+    adam_beta2: float = _f(0.999, "Adam beta2.", gt=0, lt=1)
+    finetune: bool = _f(True, "True: weights only from `load`, iteration 0. False: full resume.")
+    load: str | None = _f(None, "Megatron checkpoint directory to start from.")
+    save: str | None = _f(None, "Directory for training checkpoints.")
+    no_load_optim: bool = _f(False, "On resume, do not load the optimizer state.")
+    no_load_rng: bool = _f(False, "On resume, do not load the RNG states.")
+    no_save_optim: bool = _f(False, "Do not save the optimizer state.")
+    no_save_rng: bool = _f(False, "Do not save the RNG states.")
+    keep_last_checkpoints: int = _f(0, "Keep only the last K checkpoints (0 = keep all).", ge=0)
+
+
+class ActorResource(Section):
+    num_npus: int = _f(..., "Devices for the actor (NPUs, GPUs, or CPU processes).", gt=0)
+
+
+class IntegratedModeConfig(Section):
+    ref_model_load_path: str | None = _f(None, "Reference model weights (default: actor load).")
+
+
+class RLConfig(Section):
+    """``rl_config``: the DAPO algorithm and its orchestration."""
+
+    use_integrated_worker: bool = _f(True, "Actor, reference and rollout share each device.")
+    blocking: bool = _f(True, "Phases run one after the other (the only mode).")
+    guarantee_order: bool = _f(False, "Keep sample order through the pipeline.")
+    actor_resource: ActorResource = _f(..., "Devices of the run.")
+    integrated_mode_config: IntegratedModeConfig = _f(IntegratedModeConfig(), "Reference model.")
+    actor_forward_micro_batch_size: int | None = _f(None, "Micro-batch of log-prob passes.")
+    ref_forward_micro_batch_size: int | None = _f(None, "Micro-batch of reference passes.")
+    adv_estimator: Literal["group_norm"] = _f("group_norm", "Advantage estimator (GRPO-style).")
+    norm_adv_by_std: bool = _f(True, "Divide group-centred scores by the group std.")
+    gamma: float = _f(1.0, "Discount (unused by group_norm).", ge=0, le=1)
+    lam: float = _f(0.95, "GAE lambda (unused by group_norm).", ge=0, le=1)
+    n_samples_per_prompt: int = _f(..., "Responses per prompt (group size).", gt=0)
+    max_prompt_length: int = _f(..., "Longest prompt in tokens.", gt=0)
+    mini_batch_size: int = _f(..., "Prompts per optimizer step.", gt=0)
+    epochs: int = _f(1, "Update passes over each batch.", gt=0)
+    shuffle_mini_batch: bool = _f(False, "Shuffle samples before splitting into mini-batches.")
+    clip_ratio: float = _f(0.2, "PPO clip range when clip-higher is off.")
+    clip_higher_enable: bool = _f(False, "DAPO clip-higher: separate low / high clip ranges.")
+    clip_ratio_low: float = _f(0.2, "Lower clip range (ratio >= 1 - low).")
+    clip_ratio_high: float = _f(0.28, "Upper clip range (ratio <= 1 + high).")
+    clip_ratio_c: float | None = _f(None, "Dual-clip bound for negative advantages (None = off).")
+    tis_imp_ratio_cap: float = _f(
+        -1.0, "Truncated importance sampling cap for rollout vs training log-probs (<= 0 = off)."
+    )
+    entropy_coeff: float = _f(0.0, "Entropy bonus coefficient.", ge=0)
+    token_level_loss: bool = _f(True, "DAPO token-level loss: mean over all tokens of a batch.")
+    loss_agg_mode: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] | None = _f(
+        None, "Explicit aggregation; default follows token_level_loss."
+    )
+    use_kl_loss: bool = _f(False, "Add a KL loss against the reference model (off in DAPO).")
+    kl_penalty: Literal["kl", "abs", "mse", "low_var_kl", "k1", "k2", "k3"] = _f(
+        "low_var_kl", "KL estimator for use_kl_loss."
+    )
+    init_kl_coef: float = _f(0.01, "KL loss coefficient (only with use_kl_loss).", ge=0)
+    kl_ctrl_type: Literal["fixed"] = _f("fixed", "KL coefficient control.")
+    rule_reward: bool = _f(True, "Rewards from rule verifiers (the only reward kind).")
+    verifier_function: list[str] = _f(["acc_for_dapo"], "Rule verifiers by name.")
+    verifier_weight: list[float] = _f([1.0], "One weight per verifier.")
+    verifier_timeout: float = _f(10.0, "Seconds allowed per verifier call.", gt=0)
+    verifier_parallel: int = _f(1, "Processes scoring responses (1 = in the caller).", gt=0)
+    num_cpus_for_local_task: int = _f(1, "CPUs reserved for the driver task.", gt=0)
+    overlong_buffer_enable: bool = _f(False, "DAPO overlong reward shaping.")
+    rollout_max_tokens: int = _f(2048, "Response length cap used by overlong shaping.", gt=0)
+    overlong_buffer: int = _f(512, "Tokens before the cap where the penalty ramps up.", ge=0)
+    overlong_buffer_penalty_factor: float = _f(1.0, "Penalty at the cap.", ge=0)
+    overlong_filtering: bool = _f(False, "Mask truncated responses out of the loss.")
+    filter_groups_enable: bool = _f(False, "DAPO dynamic sampling: drop zero-variance groups.")
+    filter_groups_metric: str = _f("acc_for_dapo", "Verifier whose score decides the filter.")
+    filter_groups_max_batches: int = _f(-1, "Generation batches per iteration (-1 = no limit).")
+    filter_groups_train_batch_size: int | None = _f(None, "Prompts kept per iteration.", gt=0)
+    filter_groups_on_max_batches: Literal["error", "train"] = _f(
+        "error", "At filter_groups_max_batches: stop with a diagnosis, or train on what was kept."
+    )
+    use_tensorboard: bool = _f(False, "Write TensorBoard events.")
+    use_wandb: bool = _f(False, "Log to Weights & Biases.")
+    wandb_project: str | None = _f(None, "W&B project.")
+    wandb_exp_name: str | None = _f(None, "W&B run name.")
+    validation_interval: int = _f(0, "Validate every N iterations (0 = never).", ge=0)
+    validate_before_train: bool = _f(False, "Validate before the first iteration.")
+
+
+class SamplingConfig(Section):
+    logprobs: int = _f(1, "Return the sampled token's log-prob (the only supported value).")
+    max_tokens: int = _f(2048, "Maximum response tokens.", gt=0)
+    temperature: float = _f(1.0, "Sampling temperature (0 = greedy).", ge=0)
+    top_p: float = _f(1.0, "Nucleus sampling.", gt=0, le=1)
+    top_k: int = _f(-1, "Top-k sampling (-1 = off).", ge=-1)
+    min_p: float = _f(0.0, "Min-p sampling.", ge=0, le=1)
+    detokenize: bool = _f(False, "Let the engine detokenize (the trainer decodes itself).")
+    seed: int | None = _f(None, "Sampling seed (default: megatron_training.seed).")
+
+
+class GenerateConfig(Section):
+    """``generate_config``: the colocated rollout engine."""
+
+    engine: Literal["auto", "vllm", "hf"] = _f("auto", "auto = vllm on NPU/GPU, hf on CPU.")
+    trust_remote_code: bool = _f(True, "Passed to the engine and tokenizer.")
+    offload_train_optimizer: bool = _f(False, "Offload optimizer state while generating.")
+    offload_train_grad: bool = _f(False, "Offload gradients while generating.")
+    offload_train_param: bool = _f(False, "Offload training weights while generating.")
+    infer_tensor_parallel_size: int = _f(1, "Rollout TP.", gt=0)
+    infer_pipeline_parallel_size: Literal[1] = _f(1, "Rollout PP (only 1 is supported).")
+    infer_expert_parallel_size: int = _f(1, "Rollout EP.", gt=0)
+    max_num_seqs: int = _f(256, "Concurrent sequences in the engine.", gt=0)
+    max_model_len: int = _f(4096, "Engine context (prompt + response).", gt=0)
+    max_num_batched_tokens: int = _f(8192, "Tokens per engine step.", gt=0)
+    dtype: Literal["bfloat16", "float16", "float32"] = _f("bfloat16", "Engine weights dtype.")
+    gpu_memory_utilization: float = _f(0.5, "Share of device memory for the engine.", gt=0, le=1)
+    enforce_eager: bool = _f(True, "No graph capture in the engine.")
+    enable_prefix_caching: bool = _f(False, "Engine prefix cache.")
+    sampling_config: SamplingConfig = _f(SamplingConfig(), "Sampling parameters.")
+
+
+class ProfilerConfig(Section):
+    """``profiler``: torch.profiler (torch_npu.profiler on NPU) around chosen iterations."""
+
+    enable: bool = _f(False, "Profile.")
+    save_path: str = _f("./profiling", "Trace directory.")
+    ranks: list[int] = _f([0], "Ranks that profile.")
+    start_iteration: int = _f(1, "First profiled iteration.", ge=0)
+    end_iteration: int = _f(2, "Last profiled iteration.", ge=0)
+    with_memory: bool = _f(False, "Record memory.")
+
+
+class RunConfig(Section):
+    """The resolved training config: ``actor`` = megatron_training overridden by actor_config."""
+
+    models: dict[str, ModelConfig]
+    actor: MegatronConfig
+    rl_config: RLConfig
+    generate_config: GenerateConfig
+    profiler: ProfilerConfig = ProfilerConfig()
+
+    @property
+    def model(self) -> ModelConfig:
+        return self.models[self.actor.model]
+
+
+# YAML section -> its type; actor_config shares megatron_training's type.
+SECTIONS: dict[str, type[Section]] = {
+    "megatron_training": MegatronConfig,
+    "actor_config": MegatronConfig,
+    "rl_config": RLConfig,
+    "generate_config": GenerateConfig,
+    "profiler": ProfilerConfig,
+}

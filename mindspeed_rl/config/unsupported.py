@@ -1,0 +1,74 @@
+"""Keys that Ascend-suite YAMLs carry and this project recognises but does not implement yet.
+
+A key listed here is never reported as a typo. Set to its inert value (the value that turns the
+feature off) it is accepted and has no effect; set to anything else it is rejected as "recognised,
+not supported yet", so that a run never silently behaves differently from what the YAML asks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_OFF = (None, False, 0, "", [])
+
+# section -> key -> the values that leave the feature off
+UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
+    "megatron_training": {
+        "recompute_granularity": (None,),
+        "recompute_method": (None,),
+        "recompute_num_layers": (None, 0),
+        "recompute_activation_function": _OFF,
+        "swap_attention": _OFF,
+        "swap_optimizer": _OFF,
+        "reuse_fp32_param": _OFF,
+        "variable_seq_lengths": _OFF,
+        "no_pad_to_seq_lengths": _OFF,
+        "context_parallel_size": (None, 1),
+        "context_parallel_algo": (None, "megatron_cp_algo"),
+        "num_layers_per_virtual_pipeline_stage": (None,),
+        "num_layer_list": (None, ""),
+        "moe_tp_extend_ep": _OFF,
+        "moe_alltoall_overlap_comm": _OFF,
+        "moe_permutation_async_comm": _OFF,
+        "overlap_grad_reduce": _OFF,
+        "overlap_param_gather": _OFF,
+        "npu_deterministic": _OFF,
+        "tokenizer_padding_side": (None, "left"),
+        "prompt_type": (None,),
+        "prompt_type_path": (None,),
+    },
+    "rl_config": {
+        "use_remove_padding": _OFF,
+        "use_dynamic_bsz": _OFF,
+        "max_packing_token_size": (None,),
+        "dynamic_max_batch_size": (None,),
+        "use_dp_batch_balance": _OFF,
+        "kl_horizon": (None,),
+        "kl_target": (None,),
+        "use_kl_in_reward": _OFF,
+        "use_swanlab": _OFF,
+        "partial_rollout_max_split": (None, 1),
+        "actor_logprob_dispatch_size": (None,),
+        "actor_update_dispatch_size": (None,),
+        "adv_dispatch_size": (None,),
+    },
+    "generate_config": {
+        "torchair_graph": _OFF,
+    },
+}
+# actor_config overrides megatron_training and may carry the same keys.
+UNSUPPORTED["actor_config"] = UNSUPPORTED["megatron_training"]
+
+
+def is_inert(section: str, key: str, value: Any) -> bool:
+    inert_values = UNSUPPORTED[section][key]
+    return any(value == inert and type(value) is type(inert) for inert in inert_values) or (
+        value is None and None in inert_values
+    )
+
+
+def inert_description(section: str, key: str) -> str:
+    inert_values = UNSUPPORTED[section][key]
+    if inert_values is _OFF:
+        return "false"
+    return " or ".join("null" if v is None else repr(v) for v in inert_values)

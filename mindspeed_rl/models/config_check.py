@@ -1,0 +1,44 @@
+"""Config validation hook of the model registry: can the actor's model entry be built?"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mindspeed_rl.config.schema import RunConfig
+from mindspeed_rl.config.validation import Problem
+
+
+def model_problems(config: RunConfig, where: Callable[[str], str]) -> list[Problem]:
+    problems: list[Problem] = []
+    name, model = config.actor.model, config.model
+    tp = config.actor.tensor_model_parallel_size
+
+    def report(key: str, message: str) -> None:
+        dotted = f"model.{name}.{key}"
+        problems.append(Problem(where(dotted), dotted, message))
+
+    if not model.use_mcore_models or not config.actor.use_mcore_models:
+        report("use_mcore_models", "only megatron-core models are supported; set it to true")
+    if model.padded_vocab_size is not None:
+        multiple = model.make_vocab_size_divisible_by * tp
+        if model.padded_vocab_size % multiple:
+            report(
+                "padded_vocab_size",
+                f"{model.padded_vocab_size} is not a multiple of make_vocab_size_divisible_by x TP "
+                f"= {multiple}; the vocabulary cannot be split over {tp} TP ranks",
+            )
+    if model.kv_channels is None and model.hidden_size % model.num_attention_heads:
+        report(
+            "kv_channels",
+            f"hidden_size {model.hidden_size} is not divisible by num_attention_heads "
+            f"{model.num_attention_heads}: set kv_channels (the head dim)",
+        )
+    groups = model.num_query_groups or model.num_attention_heads
+    if model.num_attention_heads % groups:
+        report(
+            "num_query_groups",
+            f"{groups} does not divide num_attention_heads = {model.num_attention_heads}",
+        )
+    if model.add_qkv_bias and model.qk_layernorm:
+        report("add_qkv_bias", "no supported architecture has both qkv bias and qk_layernorm")
+    return problems

@@ -1,0 +1,71 @@
+"""The one interface the trainer sees on every platform, and what a generate call returns.
+
+Rows come out grouped: the ``n`` samples of prompt ``i`` are rows ``i*n .. i*n+n-1``. Tensors follow
+the batch contract of ARCHITECTURE.md: ``responses`` [B*n, R] right-padded with ``pad_token_id``,
+``response_mask`` [B*n, R] (1 on generated tokens, EOS included), ``rollout_log_probs`` float32
+[B*n, R] (0 on padding), where R is the longest response of the call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Literal, Protocol
+
+import torch
+
+from mindspeed_rl.rollout.sampling import SamplingParams
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclasses.dataclass
+class RolloutOutput:
+    responses: torch.Tensor
+    response_mask: torch.Tensor
+    rollout_log_probs: torch.Tensor
+    finish_reasons: list[FinishReason]
+    prompt_index: list[int]
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        return self.response_mask.sum(dim=-1)
+
+
+def pack_responses(
+    sequences: Sequence[Sequence[int]],
+    log_probs: Sequence[Sequence[float]] | Sequence[torch.Tensor],
+    finish_reasons: list[FinishReason],
+    prompt_index: list[int],
+    pad_token_id: int,
+) -> RolloutOutput:
+    """Right-pad per-sample token lists and log-probs into the batch contract's tensors."""
+    width = max((len(s) for s in sequences), default=0)
+    rows = len(sequences)
+    responses = torch.full((rows, width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((rows, width), dtype=torch.long)
+    lp = torch.zeros((rows, width), dtype=torch.float32)
+    for i, (tokens, token_lp) in enumerate(zip(sequences, log_probs)):
+        length = len(tokens)
+        responses[i, :length] = torch.as_tensor(list(tokens), dtype=torch.long)
+        mask[i, :length] = 1
+        lp[i, :length] = torch.as_tensor(token_lp, dtype=torch.float32)
+    return RolloutOutput(responses, mask, lp, list(finish_reasons), list(prompt_index))
+
+
+class RolloutEngine(Protocol):
+    """Generation colocated with training; weights arrive from the actor under HF names."""
+
+    weight_version: int
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> RolloutOutput:
+        """Sample ``params.n`` responses for each prompt (token ids, no padding)."""
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: int) -> int:
+        """Replace weights from (HF name, full tensor) pairs; returns the number loaded."""
+
+    def sleep(self) -> None:
+        """Release device memory for training (weights / KV cache), keeping the engine."""
+
+    def wake_up(self) -> None:
+        """Take the memory back before generating."""

@@ -1,0 +1,162 @@
+"""Rollout with a transformers model: the default engine on CPU, usable on any device.
+
+A batched decoding loop of our own over transformers' KV cache (not ``model.generate``), so that
+sampling follows ``sampling.py`` exactly and each sampled token's log-prob comes out of the same
+logits it was sampled from. Prompts are left-padded inside the engine; finished rows stop
+contributing tokens (they keep being fed padding until the whole batch is done or the cap is hit).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from mindspeed_rl.rollout.base import FinishReason, RolloutOutput, pack_responses
+from mindspeed_rl.rollout.sampling import SamplingParams, sample_next
+
+logger = logging.getLogger(__name__)
+
+
+class HFRolloutEngine:
+    """Generation with a ``transformers`` causal LM held in this process."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        eos_token_ids: Sequence[int],
+        pad_token_id: int,
+        max_num_seqs: int = 256,
+    ) -> None:
+        if not eos_token_ids:
+            raise ValueError("the rollout engine needs at least one EOS token id")
+        self.model = model.eval()
+        self.eos_token_ids = torch.tensor(sorted(set(eos_token_ids)), dtype=torch.long)
+        self.pad_token_id = pad_token_id
+        self.max_num_seqs = max_num_seqs
+        self.weight_version = 0
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: torch.dtype = torch.float32, **kwargs):
+        import transformers
+
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        eos = model.generation_config.eos_token_id
+        eos_ids = (
+            eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id]
+        )
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+        return cls(model, eos_ids, pad, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # --- weights -----------------------------------------------------------------------------
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: int) -> int:
+        """Copy (HF name, tensor) pairs into the model in place; unknown names are an error."""
+        params = dict(self.model.named_parameters())
+        params.update(dict(self.model.named_buffers()))
+        loaded = 0
+        with torch.no_grad():
+            for name, tensor in weights:
+                target = params.get(name)
+                if target is None:
+                    raise KeyError(f"rollout model has no parameter '{name}'")
+                if target.shape != tensor.shape:
+                    raise ValueError(
+                        f"'{name}': engine shape {tuple(target.shape)} != "
+                        f"synced shape {tuple(tensor.shape)}"
+                    )
+                target.copy_(tensor.to(device=target.device, dtype=target.dtype))
+                loaded += 1
+        self.weight_version = version
+        return loaded
+
+    def sleep(self) -> None:
+        """On CPU there is no device memory to give back; on accelerators free the cache."""
+        from mindspeed_rl.platform.device import empty_cache
+
+        empty_cache()
+
+    def wake_up(self) -> None:
+        pass
+
+    # --- generation --------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> RolloutOutput:
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        generator = torch.Generator(device="cpu")
+        if params.seed is not None:
+            generator.manual_seed(params.seed)
+        else:
+            generator.seed()
+        rows = [(i, list(p)) for i, p in enumerate(prompts) for _ in range(params.n)]
+        sequences: list[list[int]] = []
+        log_probs: list[torch.Tensor] = []
+        reasons: list[FinishReason] = []
+        for start in range(0, len(rows), self.max_num_seqs):
+            chunk = [p for _, p in rows[start : start + self.max_num_seqs]]
+            seqs, lps, why = self._generate_chunk(chunk, params, generator)
+            sequences += seqs
+            log_probs += lps
+            reasons += why
+        return pack_responses(
+            sequences, log_probs, reasons, [i for i, _ in rows], self.pad_token_id
+        )
+
+    @torch.no_grad()
+    def _generate_chunk(
+        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator
+    ) -> tuple[list[list[int]], list[torch.Tensor], list[FinishReason]]:
+        device = self.device
+        batch, width = len(prompts), max(len(p) for p in prompts)
+        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((batch, width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            input_ids[i, width - len(p) :] = torch.tensor(p)
+            attention[i, width - len(p) :] = 1
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        eos = self.eos_token_ids.to(device)
+
+        tokens = torch.empty((batch, params.max_tokens), dtype=torch.long, device=device)
+        token_lp = torch.zeros((batch, params.max_tokens), dtype=torch.float32, device=device)
+        lengths = torch.full((batch,), params.max_tokens, dtype=torch.long, device=device)
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        cache = None
+        step_ids, step_positions = input_ids, positions
+        for step in range(params.max_tokens):
+            out = self.model(
+                input_ids=step_ids,
+                attention_mask=attention,
+                position_ids=step_positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            next_tokens, next_lp = sample_next(out.logits[:, -1, :], params, generator)
+            next_tokens = next_tokens.masked_fill(done, self.pad_token_id)
+            tokens[:, step], token_lp[:, step] = next_tokens, next_lp
+            finished_now = ~done & torch.isin(next_tokens, eos)
+            lengths = torch.where(finished_now, step + 1, lengths)
+            done |= finished_now
+            if bool(done.all()):
+                break
+            step_ids = next_tokens.unsqueeze(-1)
+            step_positions = step_positions[:, -1:] + 1
+            attention = torch.cat([attention, (~done).long().unsqueeze(-1)], dim=-1)
+        lengths, tokens, token_lp = lengths.cpu(), tokens.cpu(), token_lp.cpu()
+        sequences = [tokens[i, : lengths[i]].tolist() for i in range(batch)]
+        log_probs = [token_lp[i, : lengths[i]] for i in range(batch)]
+        reasons: list[FinishReason] = [
+            "stop"
+            if sequences[i] and sequences[i][-1] in set(self.eos_token_ids.tolist())
+            else "length"
+            for i in range(batch)
+        ]
+        return sequences, log_probs, reasons

@@ -1,0 +1,102 @@
+"""The Hugging Face rollout engine: greedy equals transformers, log-probs equal a recomputation."""
+
+import pytest
+import torch
+import transformers
+
+from mindspeed_rl.rollout.hf_engine import HFRolloutEngine
+from mindspeed_rl.rollout.sampling import SamplingParams
+
+VOCAB, PAD = 61, 0
+PROMPTS = [[5, 9, 13, 2, 7, 31], [4, 8], [17, 3, 3, 40]]
+
+
+@pytest.fixture(scope="module")
+def model():
+    config = transformers.Qwen2Config(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return transformers.Qwen2ForCausalLM(config).eval()
+
+
+def _recomputed_log_probs(model, prompt, response, temperature):
+    ids = torch.tensor([prompt + response])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt) - 1 : -1].float()
+    t = temperature or 1.0
+    return torch.log_softmax(logits / t, -1).gather(-1, torch.tensor(response)[:, None]).squeeze(-1)
+
+
+def test_greedy_equals_transformers_generate(model):
+    engine = HFRolloutEngine(model, eos_token_ids=[VOCAB - 1], pad_token_id=PAD)
+    out = engine.generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=12))
+    for i, prompt in enumerate(PROMPTS):
+        reference = model.generate(
+            torch.tensor([prompt]), do_sample=False, max_new_tokens=12, eos_token_id=VOCAB - 1,
+            pad_token_id=PAD,
+        )[0, len(prompt):].tolist()  # fmt: skip
+        length = int(out.response_lengths[i])
+        assert out.responses[i, :length].tolist() == reference[:length]
+        assert length == len(reference)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_log_probs_equal_a_full_forward_recomputation(model, temperature):
+    engine = HFRolloutEngine(model, eos_token_ids=[VOCAB - 1], pad_token_id=PAD)
+    params = SamplingParams(n=2, temperature=temperature, max_tokens=10, seed=7)
+    out = engine.generate(PROMPTS, params)
+    assert out.prompt_index == [0, 0, 1, 1, 2, 2]
+    diffs = []
+    for row, p in enumerate(out.prompt_index):
+        length = int(out.response_lengths[row])
+        response = out.responses[row, :length].tolist()
+        expected = _recomputed_log_probs(model, PROMPTS[p], response, temperature)
+        diffs.append((out.rollout_log_probs[row, :length] - expected).abs())
+        assert out.rollout_log_probs[row, length:].abs().sum() == 0
+    assert torch.cat(diffs).mean() <= 1e-4 and torch.cat(diffs).max() <= 1e-3
+
+
+def test_eos_stops_a_row_and_is_part_of_its_response(model):
+    greedy = SamplingParams(temperature=0.0, max_tokens=8)
+    free = HFRolloutEngine(model, eos_token_ids=[VOCAB - 1], pad_token_id=PAD).generate(
+        PROMPTS, greedy
+    )
+    eos = int(free.responses[0, 2])  # the third greedy token of prompt 0
+    engine = HFRolloutEngine(model, eos_token_ids=[eos], pad_token_id=PAD)
+    out = engine.generate(PROMPTS, greedy)
+    first = free.responses[0].tolist().index(eos) + 1
+    assert int(out.response_lengths[0]) == first
+    assert out.responses[0, first - 1] == eos and out.finish_reasons[0] == "stop"
+    assert out.response_mask[0, first:].sum() == 0
+    for row in range(len(PROMPTS)):
+        length = int(out.response_lengths[row])
+        assert (out.finish_reasons[row] == "stop") == (eos in out.responses[row, :length].tolist())
+        if out.finish_reasons[row] == "length":
+            assert length == greedy.max_tokens
+
+
+def test_seeded_sampling_is_reproducible_and_batching_independent(model):
+    params = SamplingParams(n=3, temperature=1.0, max_tokens=6, seed=11)
+    engine = HFRolloutEngine(model, eos_token_ids=[VOCAB - 1], pad_token_id=PAD)
+    a, b = engine.generate(PROMPTS, params), engine.generate(PROMPTS, params)
+    assert torch.equal(a.responses, b.responses)
+    assert len(set(map(tuple, a.responses.tolist()))) > 1
+
+
+def test_load_weights_updates_values_and_version(model):
+    engine = HFRolloutEngine(model, eos_token_ids=[VOCAB - 1], pad_token_id=PAD)
+    name = "model.norm.weight"
+    original = dict(model.named_parameters())[name].detach().clone()
+    try:
+        assert engine.load_weights([(name, torch.full_like(original, 2.0))], version=3) == 1
+        assert engine.weight_version == 3
+        assert torch.equal(dict(model.named_parameters())[name], torch.full_like(original, 2.0))
+        with pytest.raises(KeyError, match="no parameter 'model.nope'"):
+            engine.load_weights([("model.nope", original)], version=4)
+        with pytest.raises(ValueError, match="engine shape"):
+            engine.load_weights([(name, original[:3])], version=4)
+    finally:
+        engine.load_weights([(name, original)], version=0)

@@ -1,0 +1,270 @@
+"""The Megatron actor of one rank: log-prob passes and the DAPO update.
+
+Exact token-level loss under Megatron's own scaling: the pipeline schedule divides every
+micro-batch loss by the number of micro-batches and DDP averages gradients over data-parallel
+ranks. The loss function undoes both factors, so that the gradient of a mini-batch is the sum of
+per-token losses divided by the mini-batch's *global* denominator (all valid tokens over every
+micro-batch and DP rank: one all-reduce per mini-batch), whatever the split.
+tests/workers/test_actor_gradients.py checks this at the Megatron level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import torch
+
+from mindspeed_rl.algorithms.loss_aggregation import loss_denominator, resolve_loss_agg_mode
+from mindspeed_rl.algorithms.policy_loss import clip_bounds, policy_loss
+from mindspeed_rl.config.schema import MegatronConfig, ModelConfig, RLConfig
+from mindspeed_rl.platform.distributed import ParallelLayout
+from mindspeed_rl.workers.logprobs import token_log_probs
+from mindspeed_rl.workers.rows import MegatronRows
+
+
+@dataclasses.dataclass
+class UpdateBatch:
+    """This DP rank's share of one mini-batch, in Megatron rows. Tensors [B, R] unless noted."""
+
+    rows: MegatronRows
+    loss_mask: torch.Tensor  # response mask after overlong filtering
+    advantages: torch.Tensor
+    old_log_probs: torch.Tensor | None  # None: on-policy, the current log-probs detached
+    rollout_log_probs: torch.Tensor | None = None
+    ref_log_probs: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.rows.tokens.shape[0]
+
+    def micro_batches(self, size: int) -> Iterator[UpdateBatch]:
+        for start in range(0, len(self), size):
+            part = slice(start, start + size)
+            rows = MegatronRows(
+                self.rows.tokens[part], self.rows.response_start[part], self.rows.response_width
+            )
+            yield UpdateBatch(
+                rows,
+                *(
+                    None if t is None else t[part]
+                    for t in (
+                        self.loss_mask,
+                        self.advantages,
+                        self.old_log_probs,
+                        self.rollout_log_probs,
+                        self.ref_log_probs,
+                    )
+                ),
+            )
+
+
+class MegatronActor:
+    """GPTModel + Megatron DDP + Megatron optimizer and LR schedule, on an initialised rank."""
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        actor_config: MegatronConfig,
+        rl_config: RLConfig,
+        layout: ParallelLayout,
+        total_optimizer_steps: int,
+        params_dtype: torch.dtype = torch.float32,
+        temperature: float = 1.0,
+    ) -> None:
+        from megatron.core.distributed import (
+            DistributedDataParallel,
+            DistributedDataParallelConfig,
+            finalize_model_grads,
+        )
+        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+        from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+        from mindspeed_rl.models.gpt_builder import build_gpt_model
+
+        self.rl = rl_config
+        self.temperature = temperature  # of the rollout: log-probs of logits / temperature
+        self.actor_config = actor_config
+        self.loss_agg_mode = resolve_loss_agg_mode(
+            rl_config.token_level_loss, rl_config.loss_agg_mode
+        )
+        self.clip_low, self.clip_high = clip_bounds(
+            rl_config.clip_ratio,
+            rl_config.clip_higher_enable,
+            rl_config.clip_ratio_low,
+            rl_config.clip_ratio_high,
+        )
+        module = build_gpt_model(model_config, layout, params_dtype)
+        self.model = DistributedDataParallel(
+            config=module.config,
+            ddp_config=DistributedDataParallelConfig(
+                grad_reduce_in_fp32=True,
+                use_distributed_optimizer=actor_config.use_distributed_optimizer,
+            ),
+            module=module,
+        )
+        # Megatron-LM's training loop wires this; without it the DP all-reduce never happens.
+        module.config.finalize_model_grads_func = finalize_model_grads
+        self.optimizer = get_megatron_optimizer(
+            OptimizerConfig(
+                optimizer="adam",
+                lr=actor_config.lr,
+                min_lr=actor_config.min_lr,
+                weight_decay=actor_config.weight_decay,
+                adam_beta1=actor_config.adam_beta1,
+                adam_beta2=actor_config.adam_beta2,
+                clip_grad=actor_config.clip_grad,
+                bf16=params_dtype == torch.bfloat16,
+                params_dtype=params_dtype,
+                use_distributed_optimizer=actor_config.use_distributed_optimizer,
+            ),
+            [self.model],
+        )
+        warmup = int(actor_config.lr_warmup_fraction * total_optimizer_steps)
+        self.scheduler = OptimizerParamScheduler(
+            self.optimizer,
+            init_lr=0.0 if warmup else actor_config.lr,
+            max_lr=actor_config.lr,
+            min_lr=actor_config.min_lr,
+            lr_warmup_steps=warmup,
+            lr_decay_steps=max(total_optimizer_steps, 1),
+            lr_decay_style=actor_config.lr_decay_style,
+            start_wd=actor_config.weight_decay,
+            end_wd=actor_config.weight_decay,
+            wd_incr_steps=max(total_optimizer_steps, 1),
+            wd_incr_style="constant",
+        )
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model.module
+
+    # --- forward helpers ---------------------------------------------------------------------
+
+    def _schedule(self, rows: list[MegatronRows], loss_func_for, forward_only: bool) -> list[dict]:
+        """Run Megatron's schedule over micro-batches ``rows``; ``loss_func_for(i)`` builds the
+        loss function of micro-batch i (called on the last pipeline stage only)."""
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        def forward_step(data_iterator, model):
+            index, micro = next(data_iterator)
+            output = model(micro.tokens, micro.position_ids(), micro.causal_mask())
+            return output, loss_func_for(index)
+
+        return get_forward_backward_func()(
+            forward_step_func=forward_step,
+            data_iterator=iter(enumerate(rows)),
+            model=[self.model],
+            num_microbatches=len(rows),
+            seq_length=rows[0].tokens.shape[1],
+            micro_batch_size=rows[0].tokens.shape[0],
+            forward_only=forward_only,
+        )
+
+    def _response_log_probs(self, logits, rows: MegatronRows, with_entropy: bool):
+        lp, entropy = token_log_probs(
+            logits[:, :-1], rows.tokens[:, 1:], self.temperature, with_entropy=with_entropy
+        )
+        return rows.response_values(lp), (
+            rows.response_values(entropy) if entropy is not None else None
+        )
+
+    # --- operations --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def compute_log_prob(self, rows: MegatronRows, micro_batch_size: int) -> torch.Tensor | None:
+        """Log-probs [B, R] of the responses under the current weights, on the last pipeline
+        stage (None on the others)."""
+        from megatron.core import parallel_state
+
+        self.model.eval()
+        micros = list(_split_rows(rows, micro_batch_size))
+
+        def loss_func_for(index: int):
+            def loss_func(logits):
+                lp, _ = self._response_log_probs(logits, micros[index], with_entropy=False)
+                return lp.sum() * 0.0, {"log_probs": lp}
+
+            return loss_func
+
+        outputs = self._schedule(micros, loss_func_for, forward_only=True)
+        if not parallel_state.is_pipeline_last_stage():
+            return None
+        return torch.cat([o["log_probs"] for o in outputs], dim=0)
+
+    def backward_mini_batch(self, batch: UpdateBatch, micro_batch_size: int) -> dict[str, float]:
+        """Forward + backward of one mini-batch (this DP rank's share); gradients accumulate in
+        the DDP buffers, reduced over DP. Returns metrics summed over micro-batches and DP ranks
+        (on the last pipeline stage; empty elsewhere)."""
+        from megatron.core import parallel_state
+
+        self.model.train()
+        micros = list(batch.micro_batches(micro_batch_size))
+        dp_size = parallel_state.get_data_parallel_world_size()
+        denominator = sum(loss_denominator(m.loss_mask, self.loss_agg_mode) for m in micros)
+        denominator = torch.as_tensor(denominator, dtype=torch.float32)
+        torch.distributed.all_reduce(denominator, group=parallel_state.get_data_parallel_group())
+        # the schedule divides each micro-batch loss by len(micros); DDP averages over DP
+        undo_megatron_scaling = len(micros) * dp_size
+        rl = self.rl
+
+        def loss_func_for(index: int):
+            micro = micros[index]
+
+            def loss_func(logits):
+                lp, entropy = self._response_log_probs(logits, micro.rows, with_entropy=True)
+                old = micro.old_log_probs if micro.old_log_probs is not None else lp.detach()
+                out = policy_loss(
+                    lp,
+                    old,
+                    micro.advantages,
+                    micro.loss_mask,
+                    loss_agg_mode=self.loss_agg_mode,
+                    global_denominator=denominator,
+                    clip_ratio_low=self.clip_low,
+                    clip_ratio_high=self.clip_high,
+                    clip_ratio_c=rl.clip_ratio_c,
+                    entropy=entropy if rl.entropy_coeff != 0 else entropy.detach(),
+                    entropy_coeff=rl.entropy_coeff,
+                    use_kl_loss=rl.use_kl_loss,
+                    ref_log_probs=micro.ref_log_probs,
+                    kl_penalty_kind=rl.kl_penalty,
+                    kl_coef=rl.init_kl_coef,
+                    rollout_log_probs=micro.rollout_log_probs,
+                    tis_imp_ratio_cap=rl.tis_imp_ratio_cap,
+                )
+                return out.loss * undo_megatron_scaling, out.metrics
+
+            return loss_func
+
+        outputs = self._schedule([m.rows for m in micros], loss_func_for, forward_only=False)
+        metrics: dict[str, torch.Tensor] = {}
+        for out in outputs:
+            for key, value in out.items():
+                metrics[key] = metrics.get(key, 0.0) + value.float()
+        if metrics:
+            keys = sorted(metrics)
+            stacked = torch.stack([metrics[k] for k in keys])
+            torch.distributed.all_reduce(stacked, group=parallel_state.get_data_parallel_group())
+            return dict(zip(keys, stacked.tolist()))
+        return {}
+
+    def zero_grad(self) -> None:
+        self.model.zero_grad_buffer()
+        self.optimizer.zero_grad()
+
+    def step(self) -> tuple[bool, float | None]:
+        """Optimizer step (grad clipping inside) and LR schedule step."""
+        ok, grad_norm, _ = self.optimizer.step()
+        if ok:
+            self.scheduler.step(increment=1)
+        return ok, grad_norm
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+def _split_rows(rows: MegatronRows, size: int) -> Iterator[MegatronRows]:
+    for start in range(0, rows.tokens.shape[0], size):
+        part = slice(start, start + size)
+        yield MegatronRows(rows.tokens[part], rows.response_start[part], rows.response_width)

@@ -1,0 +1,65 @@
+"""From the batch contract's left-padded prompts to rows that Megatron can score.
+
+megatron-core's GPTModel computes RoPE from positions 0..S-1 and ignores ``position_ids``, so a
+left-padded row would see shifted positions and its log-probs would not match the rollout engine's.
+Each row is therefore rebuilt as [valid prompt tokens, response tokens] starting at position 0 and
+right-padded; ``response_start`` remembers where its response begins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+@dataclasses.dataclass
+class MegatronRows:
+    tokens: torch.Tensor  # [B, L] int64, right-padded
+    response_start: torch.Tensor  # [B] index of the first response token in ``tokens``
+    response_width: int  # R of the contract's [B, R] tensors
+
+    def causal_mask(self) -> torch.Tensor:
+        """Megatron's boolean mask [B, 1, L, L] (True = masked): causal; padding comes last, so
+        no valid token ever attends to it."""
+        length = self.tokens.shape[1]
+        causal = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
+        return causal.expand(self.tokens.shape[0], 1, length, length)
+
+    def position_ids(self) -> torch.Tensor:
+        batch, length = self.tokens.shape
+        return torch.arange(length).unsqueeze(0).expand(batch, length)
+
+    def response_values(self, per_position: torch.Tensor) -> torch.Tensor:
+        """Pick the values predicting each response token out of ``per_position`` [B, L-1], where
+        entry t scores tokens[:, t + 1]; returns [B, R] (entries past a row's end are garbage:
+        mask them with the response mask)."""
+        offsets = torch.arange(self.response_width, device=per_position.device)
+        index = (self.response_start.to(per_position.device).unsqueeze(1) - 1 + offsets).clamp(
+            max=per_position.shape[1] - 1
+        )
+        return per_position.gather(1, index)
+
+
+def to_megatron_rows(
+    prompts: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    responses: torch.Tensor,
+    response_mask: torch.Tensor,
+    pad_token_id: int,
+    length: int | None = None,
+) -> MegatronRows:
+    """Rows [valid prompt, response] right-padded to ``length`` (default: the longest row)."""
+    batch, width = responses.shape
+    prompt_lengths = prompt_mask.sum(dim=1)
+    row_lengths = prompt_lengths + response_mask.sum(dim=1)
+    length = int(row_lengths.max()) if length is None else length
+    if int(row_lengths.max()) > length:
+        raise ValueError(f"a row has {int(row_lengths.max())} tokens, more than length={length}")
+    tokens = torch.full((batch, length), pad_token_id, dtype=torch.long)
+    for i in range(batch):
+        prompt = prompts[i][prompt_mask[i].bool()]
+        response = responses[i][response_mask[i].bool()]
+        row = torch.cat([prompt, response])
+        tokens[i, : row.numel()] = row
+    return MegatronRows(tokens=tokens, response_start=prompt_lengths.long(), response_width=width)

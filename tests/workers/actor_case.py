@@ -1,0 +1,89 @@
+"""Rank bodies for test_actor_gradients.py: one mini-batch's gradient in several splits."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from mindspeed_rl.config.schema import MegatronConfig, ModelConfig, RLConfig
+from mindspeed_rl.platform.distributed import ParallelLayout, destroy_distributed, init_distributed
+
+MODEL = ModelConfig(
+    num_layers=2, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4,
+    group_query_attention=True, num_query_groups=2, max_position_embeddings=64,
+    padded_vocab_size=64, add_qkv_bias=True,
+)  # fmt: skip
+BATCH, PROMPT, RESPONSE = 8, 6, 7
+
+
+def mini_batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(42)
+    prompt_len = torch.randint(2, PROMPT + 1, (BATCH,), generator=g)
+    response_len = torch.randint(1, RESPONSE + 1, (BATCH,), generator=g)
+    prompts = torch.randint(1, 64, (BATCH, PROMPT), generator=g)
+    prompt_mask = (torch.arange(PROMPT) >= PROMPT - prompt_len[:, None]).long()  # left-padded
+    responses = torch.randint(1, 64, (BATCH, RESPONSE), generator=g)
+    response_mask = (torch.arange(RESPONSE) < response_len[:, None]).long()
+    return {
+        "prompts": prompts * prompt_mask,
+        "prompt_mask": prompt_mask,
+        "responses": responses * response_mask,
+        "response_mask": response_mask,
+        "advantages": torch.randn(BATCH, 1, generator=g).expand(BATCH, RESPONSE).clone(),
+        "old_log_probs": -4.2 + 0.3 * torch.randn(BATCH, RESPONSE, generator=g),
+    }
+
+
+def _grads(dp_rank: int, dp: int, micro_batch_size: int, port_offset: int) -> dict:
+    from mindspeed_rl.workers.actor import MegatronActor, UpdateBatch
+    from mindspeed_rl.workers.rows import to_megatron_rows
+
+    init_distributed(
+        ParallelLayout(), seed=5, master_port=int(os.environ["MASTER_PORT"]) + port_offset
+    )
+    try:
+        rl = RLConfig(
+            actor_resource={"num_npus": dp}, n_samples_per_prompt=2, max_prompt_length=PROMPT,
+            mini_batch_size=4, clip_higher_enable=True, entropy_coeff=0.01,
+        )  # fmt: skip
+        actor_cfg = MegatronConfig(
+            model="tiny", global_batch_size=4, seq_length=32, train_iters=1, lr=1e-3
+        )
+        actor = MegatronActor(MODEL, actor_cfg, rl, ParallelLayout(), total_optimizer_steps=1,
+                              temperature=0.7)  # fmt: skip
+        data = mini_batch()
+        rows = to_megatron_rows(
+            data["prompts"], data["prompt_mask"], data["responses"], data["response_mask"], 0,
+            length=PROMPT + RESPONSE,
+        )  # fmt: skip
+        share = slice(dp_rank * BATCH // dp, (dp_rank + 1) * BATCH // dp)
+        from mindspeed_rl.workers.rows import MegatronRows
+
+        batch = UpdateBatch(
+            MegatronRows(rows.tokens[share], rows.response_start[share], RESPONSE),
+            data["response_mask"][share],
+            data["advantages"][share],
+            data["old_log_probs"][share],
+        )
+        actor.zero_grad()
+        metrics = actor.backward_mini_batch(batch, micro_batch_size)
+        grads = {name: p.main_grad.detach().clone() for name, p in actor.module.named_parameters()}
+        return {"grads": grads, "metrics": metrics}
+    finally:
+        destroy_distributed()
+
+
+def run_dp1(rank: int, world_size: int) -> dict:
+    return {
+        "whole": _grads(0, 1, micro_batch_size=BATCH, port_offset=0),
+        "mbs1": _grads(0, 1, micro_batch_size=1, port_offset=1),
+        "uneven": _grads(0, 1, micro_batch_size=3, port_offset=2),
+    }
+
+
+def run_dp2(rank: int, world_size: int) -> dict:
+    return {
+        "whole": _grads(rank, 2, micro_batch_size=BATCH // 2, port_offset=0),
+        "mbs1": _grads(rank, 2, micro_batch_size=1, port_offset=1),
+    }

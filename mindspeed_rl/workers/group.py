@@ -1,0 +1,149 @@
+"""A group of Ray actors, one per device, placed by a placement group over the cluster's nodes.
+
+Ranks are assigned node by node (bundles sorted by node, then by index), so tensor-parallel groups,
+which megatron-core builds from consecutive ranks, stay inside a node. Rank 0's node IP and a free
+port on it become MASTER_ADDR / MASTER_PORT of torch.distributed.
+
+Calls are SPMD: :meth:`WorkerGroup.call` runs a method on every rank and waits fail-fast: the first
+rank that raises or dies aborts the whole call with its rank and error (the others are likely
+blocked in a collective with it and would wait forever).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from mindspeed_rl.platform.device import device_type, ray_resource_name, visible_devices_env
+
+logger = logging.getLogger(__name__)
+
+# Ray narrows CUDA_VISIBLE_DEVICES / ASCEND_RT_VISIBLE_DEVICES to the reserved device; colocated
+# inference with TP > 1 needs every device of the node, with the local rank mapped explicitly.
+_NOSET_VISIBLE = {
+    "CUDA_VISIBLE_DEVICES": "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES",
+    "ASCEND_RT_VISIBLE_DEVICES": "RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES",
+}
+
+
+class WorkerError(RuntimeError):
+    """A rank failed; the message names it and carries its error."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RankPlacement:
+    rank: int
+    local_rank: int
+    node_id: str
+    bundle_index: int
+
+
+def _placements(pg, world_size: int) -> list[RankPlacement]:
+    bundle_nodes = placement_group_table(pg)["bundles_to_node_id"]
+    order = sorted(range(world_size), key=lambda b: (bundle_nodes[b], b))
+    placements, local = [], {}
+    for rank, bundle in enumerate(order):
+        node = bundle_nodes[bundle]
+        placements.append(RankPlacement(rank, local.get(node, 0), node, bundle))
+        local[node] = local.get(node, 0) + 1
+    return placements
+
+
+class WorkerGroup:
+    """``world_size`` instances of ``worker_cls`` (a plain class; made a Ray actor here)."""
+
+    def __init__(
+        self,
+        worker_cls: type,
+        world_size: int,
+        *,
+        ready_timeout_s: float = 600.0,
+        runtime_env: dict | None = None,
+    ) -> None:
+        resource = ray_resource_name()
+        bundles = [{resource: 1.0} for _ in range(world_size)]
+        self._pg = placement_group(bundles, strategy="PACK")
+        if not self._pg.wait(timeout_seconds=ready_timeout_s):
+            available = ray.available_resources().get(resource, 0)
+            remove_placement_group(self._pg)
+            raise WorkerError(
+                f"could not reserve {world_size} x {resource} in {ready_timeout_s:.0f} s "
+                f"(the cluster has {available:g} free): start every node with its devices, or "
+                "lower rl_config.actor_resource.num_npus"
+            )
+        env_vars = dict((runtime_env or {}).get("env_vars", {}))
+        visible = visible_devices_env()
+        if visible is not None:
+            env_vars[_NOSET_VISIBLE[visible]] = "1"
+        remote_cls = ray.remote(worker_cls)
+        self.placements = _placements(self._pg, world_size)
+        self.workers = []
+        for placement in self.placements:
+            options = dict(
+                num_cpus=0 if device_type() == "cpu" else 1,
+                resources={resource: 1.0},
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=self._pg, placement_group_bundle_index=placement.bundle_index
+                ),
+                runtime_env={**(runtime_env or {}), "env_vars": env_vars},
+                max_restarts=0,
+                max_concurrency=2,  # a second thread answers health checks while a call runs
+            )
+            self.workers.append(remote_cls.options(**options).remote(placement.rank))
+        self.world_size = world_size
+
+    def rendezvous(self) -> tuple[str, int]:
+        """MASTER_ADDR / MASTER_PORT: rank 0's node IP and a free port there."""
+        return tuple(self.get([self.workers[0].address_and_free_port.remote()], [0])[0])
+
+    def call(self, method: str, *args: Any, per_rank: Sequence[Sequence[Any]] | None = None,
+             **kwargs: Any) -> list[Any]:  # fmt: skip
+        """Run ``method`` on every rank (``per_rank[r]`` are extra positional args of rank r)."""
+        refs = []
+        for rank, worker in enumerate(self.workers):
+            extra = tuple(per_rank[rank]) if per_rank is not None else ()
+            refs.append(getattr(worker, method).remote(*extra, *args, **kwargs))
+        return self.get(refs, list(range(self.world_size)), method)
+
+    def get(self, refs: list, ranks: list[int], what: str = "call") -> list[Any]:
+        """ray.get with fail-fast: raise as soon as any rank fails."""
+        pending = dict(zip(refs, ranks))
+        results: dict[int, Any] = {}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=None)
+            for ref in ready:
+                rank = pending.pop(ref)
+                try:
+                    results[rank] = ray.get(ref)
+                except Exception as err:  # noqa: BLE001  (any rank error ends the run)
+                    node = (
+                        self.placements[rank].node_id[:12] if rank < len(self.placements) else "?"
+                    )
+                    raise WorkerError(
+                        f"worker rank {rank} (node {node}) failed in {what}: "
+                        f"{type(err).__name__}: {_first_lines(err)}"
+                    ) from err
+        return [results[r] for r in ranks]
+
+    def shutdown(self) -> None:
+        """Kill every worker (also those blocked in a collective) and free the placement group."""
+        for worker in self.workers:
+            try:
+                ray.kill(worker, no_restart=True)
+            except ray.exceptions.RayError:
+                pass  # already dead: nothing left to kill
+        try:
+            remove_placement_group(self._pg)
+        except ray.exceptions.RayError:
+            pass  # the cluster is going away with it
+
+
+def _first_lines(err: BaseException, limit: int = 12) -> str:
+    text = str(err).strip().splitlines()
+    return "\n".join(text[-limit:]) if text else repr(err)

@@ -1,0 +1,114 @@
+"""Rank body for test_weight_sync.py: a TP=2 Megatron actor syncs into the HF rollout engine."""
+
+from __future__ import annotations
+
+import torch
+import transformers
+
+from mindspeed_rl.config.schema import MegatronConfig, RLConfig
+from mindspeed_rl.platform.distributed import ParallelLayout, destroy_distributed, init_distributed
+
+VOCAB = 96
+HF_CONFIG = dict(
+    vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    tie_word_embeddings=False, rope_theta=10000.0, rms_norm_eps=1e-6,
+)  # fmt: skip
+PROMPTS = [[5, 9, 13, 2, 7, 31], [4, 8], [17, 3, 3, 40, 41]]
+
+
+def _megatron_logits(actor, tokens: torch.Tensor) -> torch.Tensor:
+    from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+    from mindspeed_rl.workers.rows import MegatronRows
+
+    rows = MegatronRows(tokens, torch.zeros(tokens.shape[0], dtype=torch.long), 1)
+    with torch.no_grad():
+        logits = actor.module(tokens, rows.position_ids(), rows.causal_mask())
+    return gather_from_tensor_model_parallel_region(logits)[..., :VOCAB]
+
+
+def run(rank: int, world_size: int) -> dict:
+    from mindspeed_rl.models.hf_config import model_config_from_hf
+    from mindspeed_rl.models.param_mapping import WeightMapping
+    from mindspeed_rl.rollout.hf_engine import HFRolloutEngine
+    from mindspeed_rl.rollout.sampling import SamplingParams
+    from mindspeed_rl.workers.actor import MegatronActor, UpdateBatch
+    from mindspeed_rl.workers.rows import to_megatron_rows
+    from mindspeed_rl.workers.weight_sync import iter_synced_weights
+
+    layout = ParallelLayout(tensor_model_parallel_size=world_size)
+    init_distributed(layout, seed=3)
+    try:
+        hf_config = transformers.Qwen2Config(**HF_CONFIG)
+        info = model_config_from_hf(hf_config.to_dict(), tensor_parallel_size=world_size)
+        rl = RLConfig(
+            actor_resource={"num_npus": world_size}, n_samples_per_prompt=2, max_prompt_length=8,
+            mini_batch_size=3,
+        )  # fmt: skip
+        actor_cfg = MegatronConfig(
+            model="tiny", global_batch_size=3, seq_length=32, train_iters=1, lr=1e-2
+        )
+        temperature = 0.7
+        actor = MegatronActor(info.model, actor_cfg, rl, layout, 1, temperature=temperature)
+        torch.manual_seed(100)  # the engine starts from other (random) weights than the actor
+        engine = HFRolloutEngine(
+            transformers.Qwen2ForCausalLM(hf_config), eos_token_ids=[VOCAB - 1], pad_token_id=0
+        )
+        mapping = WeightMapping(info.model, VOCAB, layout)
+        probe = torch.tensor([[5, 9, 13, 2, 7, 31, 60, 61]])
+        result = {
+            "before": (engine.model(probe).logits - _megatron_logits(actor, probe))
+            .abs()
+            .max()
+            .item()
+        }
+
+        loaded = engine.load_weights(iter_synced_weights(actor.module, mapping), version=1)
+        result["loaded"] = loaded
+        result["n_hf_params"] = len(dict(engine.model.named_parameters()))
+        with torch.no_grad():
+            result["synced"] = (
+                (engine.model(probe).logits - _megatron_logits(actor, probe)).abs().max().item()
+            )
+
+        # rollout log-probs vs the actor's recomputation, prompts of different lengths
+        out = engine.generate(
+            PROMPTS, SamplingParams(n=2, temperature=temperature, max_tokens=6, seed=1)
+        )
+        prompts = torch.zeros(len(out.prompt_index), 6, dtype=torch.long)
+        prompt_mask = torch.zeros_like(prompts)
+        for row, p in enumerate(out.prompt_index):
+            prompts[row, 6 - len(PROMPTS[p]) :] = torch.tensor(PROMPTS[p])
+            prompt_mask[row, 6 - len(PROMPTS[p]) :] = 1
+        rows = to_megatron_rows(prompts, prompt_mask, out.responses, out.response_mask, 0)
+        recomputed = actor.compute_log_prob(rows, micro_batch_size=2)
+        mask = out.response_mask.bool()
+        result["logprob_mean_abs_diff"] = (
+            (recomputed - out.rollout_log_probs)[mask].abs().mean().item()
+        )
+
+        # one optimizer step, re-sync: the engine follows the new weights
+        batch = UpdateBatch(
+            rows,
+            out.response_mask,
+            torch.randn(len(rows.tokens), 1).expand_as(recomputed).clone(),
+            None,
+        )
+        actor.zero_grad()
+        actor.backward_mini_batch(batch, micro_batch_size=3)
+        ok, _ = actor.step()
+        result["step_ok"] = ok
+        with torch.no_grad():
+            result["stale"] = (
+                (engine.model(probe).logits - _megatron_logits(actor, probe)).abs().max().item()
+            )
+        engine.load_weights(iter_synced_weights(actor.module, mapping), version=2)
+        with torch.no_grad():
+            result["resynced"] = (
+                (engine.model(probe).logits - _megatron_logits(actor, probe)).abs().max().item()
+            )
+        result["version"] = engine.weight_version
+        return result
+    finally:
+        destroy_distributed()

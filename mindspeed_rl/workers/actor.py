@@ -37,25 +37,26 @@ class UpdateBatch:
     def __len__(self) -> int:
         return self.rows.tokens.shape[0]
 
+    def slice(self, start: int, end: int) -> UpdateBatch:
+        part = slice(start, end)
+        rows = self.rows
+        return UpdateBatch(
+            MegatronRows(rows.tokens[part], rows.response_start[part], rows.response_width),
+            *(
+                None if t is None else t[part]
+                for t in (
+                    self.loss_mask,
+                    self.advantages,
+                    self.old_log_probs,
+                    self.rollout_log_probs,
+                    self.ref_log_probs,
+                )
+            ),
+        )
+
     def micro_batches(self, size: int) -> Iterator[UpdateBatch]:
         for start in range(0, len(self), size):
-            part = slice(start, start + size)
-            rows = MegatronRows(
-                self.rows.tokens[part], self.rows.response_start[part], self.rows.response_width
-            )
-            yield UpdateBatch(
-                rows,
-                *(
-                    None if t is None else t[part]
-                    for t in (
-                        self.loss_mask,
-                        self.advantages,
-                        self.old_log_probs,
-                        self.rollout_log_probs,
-                        self.ref_log_probs,
-                    )
-                ),
-            )
+            yield self.slice(start, start + size)
 
 
 class MegatronActor:

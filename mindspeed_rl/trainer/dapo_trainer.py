@@ -1,0 +1,341 @@
+"""The DAPO loop on the Ray driver (Yu et al. 2025, "DAPO: An Open-Source LLM Reinforcement
+Learning System at Scale"): clip-higher, token-level loss, overlong reward shaping, dynamic
+sampling.
+
+One iteration::
+
+    generate n samples per prompt -> rule rewards (+ overlong penalty) -> keep groups whose
+    filter metric varies (repeat until filter_groups_train_batch_size prompts) -> group-norm
+    advantages -> old log-probs (skipped when on-policy) -> actor update (mini-batches x epochs)
+    -> weight sync -> metrics -> validation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Callable
+
+import torch
+from tensordict import TensorDict
+
+from mindspeed_rl.algorithms.advantages import broadcast_to_tokens, group_norm_advantages
+from mindspeed_rl.algorithms.dynamic_sampling import DynamicSampler
+from mindspeed_rl.algorithms.overlong import filter_overlong, overlong_penalty, truncated_responses
+from mindspeed_rl.config.schema import RunConfig
+from mindspeed_rl.data.prompt_dataset import PromptBatch
+from mindspeed_rl.rewards.registry import VERIFIERS
+from mindspeed_rl.rewards.scoring import RewardScorer
+from mindspeed_rl.rollout.factory import sampling_params
+from mindspeed_rl.rollout.sampling import SamplingParams
+from mindspeed_rl.trainer import batch as batch_ops
+from mindspeed_rl.trainer.metrics import MetricsSink, Timer, non_finite
+from mindspeed_rl.workers.group import WorkerGroup
+
+logger = logging.getLogger(__name__)
+
+
+class DAPOTrainer:
+    def __init__(
+        self,
+        config: RunConfig,
+        workers: WorkerGroup,
+        worker_info: list[dict],
+        tokenizer,
+        next_prompts: Callable[[], PromptBatch],
+        scorer: RewardScorer,
+        sink: MetricsSink,
+        validation_prompts: PromptBatch | None = None,
+    ) -> None:
+        self.config = config
+        self.workers = workers
+        self.info = worker_info
+        self.tokenizer = tokenizer
+        self.next_prompts = next_prompts
+        self.scorer = scorer
+        self.sink = sink
+        self.validation_prompts = validation_prompts
+        rl, gen = config.rl_config, config.generate_config
+        self.n = rl.n_samples_per_prompt
+        self.pad = worker_info[0]["pad_token_id"]
+        self.eos = worker_info[0]["eos_token_ids"]
+        self.dp_size = worker_info[0]["dp_size"]
+        self.engines = len(worker_info) // gen.infer_tensor_parallel_size
+        self.iteration = 0
+        metric = rl.filter_groups_metric
+        verifier = VERIFIERS[metric]
+        self.sampler = (
+            DynamicSampler(
+                rl.filter_groups_train_batch_size,
+                rl.filter_groups_max_batches,
+                rl.filter_groups_on_max_batches,
+                metric,
+                verifier.correct_score,
+                verifier.incorrect_score,
+            )
+            if rl.filter_groups_enable
+            else None
+        )
+        self.history: list[dict[str, float]] = []
+
+    # --- phases ------------------------------------------------------------------------------
+
+    def _sampling(self, n: int, salt: int) -> SamplingParams:
+        seed = self.config.actor.seed * 1_000_003 + salt
+        return sampling_params(self.config.generate_config.sampling_config, n, seed)
+
+    def _generate(self, prompt_ids: list[list[int]], params: SamplingParams):
+        """Split prompts over the rollout engines (TP peers of an engine get the same share)."""
+        tp = self.config.generate_config.infer_tensor_parallel_size
+        chunks = [prompt_ids[e :: self.engines] for e in range(self.engines)]
+        per_rank = [(chunks[r // tp], _with_seed(params, r // tp)) for r in range(len(self.info))]
+        outputs = self.workers.call("generate", per_rank=per_rank)
+        return _interleave(
+            [outputs[e * tp] for e in range(self.engines)], len(prompt_ids), self.pad
+        )
+
+    def _score(self, batch: TensorDict) -> dict[str, torch.Tensor]:
+        rl = self.config.rl_config
+        texts = self.tokenizer.batch_decode(
+            [r[m.bool()].tolist() for r, m in zip(batch["responses"], batch["response_mask"])],
+            skip_special_tokens=True,
+        )
+        scores = self.scorer.score(texts, batch.get("ground_truth").tolist())
+        total = torch.tensor(scores.scores, dtype=torch.float32)
+        lengths = batch["response_mask"].sum(-1)
+        truncated = truncated_responses(
+            batch["responses"], batch["response_mask"], self.eos, rl.rollout_max_tokens
+        )
+        penalty = torch.zeros_like(total)
+        if rl.overlong_buffer_enable:
+            penalty = overlong_penalty(
+                lengths,
+                rl.rollout_max_tokens,
+                rl.overlong_buffer,
+                rl.overlong_buffer_penalty_factor,
+            )
+        return {
+            "score": total + penalty,
+            "filter_metric": torch.tensor(
+                scores.verifier_scores[rl.filter_groups_metric], dtype=torch.float32
+            ),
+            "acc": torch.tensor(scores.acc[rl.filter_groups_metric], dtype=torch.float32),
+            "overlong_penalty": penalty,
+            "truncated": truncated.float(),
+            "metrics": scores.metrics,
+        }
+
+    def _generation_round(self, salt: int) -> tuple[TensorDict, dict]:
+        rl = self.config.rl_config
+        prompts = self.next_prompts()
+        ids = [list(map(int, p)) for p in prompts.prompt_ids]
+        out = self._generate(ids, self._sampling(self.n, salt))
+        uids = [uuid.uuid4().hex for _ in ids]
+        batch = batch_ops.generation_batch(
+            ids, prompts.texts("labels"), uids, out, pad_token_id=self.pad,
+            max_prompt_length=rl.max_prompt_length, max_response_length=rl.rollout_max_tokens,
+        )  # fmt: skip
+        return batch, out
+
+    def collect_batch(self, timer: Timer) -> tuple[TensorDict, dict[str, float]]:
+        """Generation batches until dynamic sampling has its prompts (or one batch without it)."""
+        generated: list[TensorDict] = []
+        reward_metrics: dict[str, float] = {}
+        rounds = 0
+        while True:
+            with timer.phase("gen"):
+                batch, _ = self._generation_round(self.iteration * 1000 + rounds)
+            with timer.phase("reward"):
+                scored = self._score(batch)
+            rounds += 1
+            for key in ("score", "filter_metric", "acc", "overlong_penalty", "truncated"):
+                batch.set(key, scored[key])
+            generated.append(batch)
+            for key, value in scored["metrics"].items():
+                reward_metrics[key] = reward_metrics.get(key, 0.0) + float(value)
+            if self.sampler is None:
+                trained, ds_metrics = batch, {"dynamic_sampling/num_gen_batches": 1.0}
+                break
+            self.sampler.add(batch, scored["filter_metric"])
+            if self.sampler.ready:
+                trained, ds_metrics = self.sampler.take(divisor=self._row_divisor())
+                break
+        everything = torch.cat(generated) if len(generated) > 1 else generated[0]
+        metrics = {**ds_metrics, **self._rollout_metrics(everything)}
+        metrics.update(
+            {k: v / rounds if k.endswith(("mean", "acc")) else v for k, v in reward_metrics.items()}
+        )
+        if self.sampler is not None and metrics.get("dynamic_sampling/generated_groups"):
+            metrics["dynamic_sampling/kept_group_ratio"] = (
+                metrics["dynamic_sampling/kept_groups"]
+                / metrics["dynamic_sampling/generated_groups"]
+            )
+        return trained, metrics
+
+    def _row_divisor(self) -> int:
+        return self.dp_size * self.config.actor.micro_batch_size
+
+    def _rollout_metrics(self, batch: TensorDict) -> dict[str, float]:
+        lengths = batch["response_mask"].sum(-1).float()
+        max_tokens = self.config.rl_config.rollout_max_tokens
+        return {
+            "rollout/acc": float(batch["acc"].mean()),
+            "rollout/score_mean": float(batch["score"].mean()),
+            "rollout/overlong_ratio": float(batch["truncated"].mean()),
+            "rollout/overlong_penalty_mean": float(batch["overlong_penalty"].mean()),
+            "response_length/mean": float(lengths.mean()),
+            "response_length/max": float(lengths.max()),
+            "response_length/clip_ratio": float((lengths >= max_tokens).float().mean()),
+        }
+
+    def _mini_batches(self, rows: int) -> int:
+        per_mini = self.config.rl_config.mini_batch_size * self.n
+        if rows % per_mini == 0:
+            return rows // per_mini
+        logger.warning(
+            "%d rows do not split into mini-batches of %d samples (partial dynamic-sampling "
+            "batch): one optimizer step on all of them", rows, per_mini,
+        )  # fmt: skip
+        return 1
+
+    def prepare_update(self, batch: TensorDict) -> None:
+        rl = self.config.rl_config
+        uids = batch.get("uid").tolist()
+        advantages = group_norm_advantages(batch["score"], uids, rl.norm_adv_by_std)
+        loss_mask = batch["response_mask"]
+        if rl.overlong_filtering:
+            loss_mask = filter_overlong(loss_mask, batch["truncated"].bool())
+        batch.set("loss_mask", loss_mask)
+        batch.set("advantages", broadcast_to_tokens(advantages, loss_mask))
+
+    def old_log_probs(self, batch: TensorDict, rows, order: list[torch.Tensor]) -> torch.Tensor:
+        mbs = (
+            self.config.rl_config.actor_forward_micro_batch_size
+            or self.config.actor.micro_batch_size
+        )
+        per_rank = [(_rows_subset(rows, order[info["dp_rank"]]), mbs) for info in self.info]
+        results = self.workers.call("compute_log_prob", per_rank=per_rank)
+        out = torch.zeros_like(batch["rollout_log_probs"])
+        for info, lp in zip(self.info, results):
+            if lp is not None:
+                out[order[info["dp_rank"]]] = lp
+        return out
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def step(self) -> dict[str, float]:
+        rl = self.config.rl_config
+        timer = Timer()
+        with timer.phase("total"):
+            batch, metrics = self.collect_batch(timer)
+            self.prepare_update(batch)
+            rows = batch_ops.megatron_rows(batch, self.pad)
+            mini_batches = self._mini_batches(len(batch))
+            order = batch_ops.data_parallel_order(len(batch), mini_batches, self.dp_size)
+            if mini_batches * rl.epochs > 1:
+                with timer.phase("old_log_prob"):
+                    batch.set("old_log_probs", self.old_log_probs(batch, rows, order))
+                mask = batch["response_mask"].bool()
+                metrics["rollout/log_prob_diff_vs_actor"] = float(
+                    (batch["old_log_probs"] - batch["rollout_log_probs"])[mask].abs().mean()
+                )
+            with timer.phase("update"):
+                per_rank = [
+                    (batch_ops.update_batch(batch, order[i["dp_rank"]], rows), mini_batches,
+                     rl.epochs, self.config.actor.micro_batch_size)
+                    for i in self.info
+                ]  # fmt: skip
+                for result in self.workers.call("update", per_rank=per_rank):
+                    metrics.update(result)
+            with timer.phase("sync"):
+                versions = self.workers.call("sync_weights")
+            if any(engine != actor for engine, actor in versions):
+                raise RuntimeError(f"rollout engines run other weights than the actor: {versions}")
+            metrics["actor/weight_version"] = float(versions[0][1])
+        metrics.update(timer.metrics())
+        tokens = float(batch["attention_mask"].sum())
+        metrics["throughput/e2e_tokens_per_s_per_device"] = (
+            tokens / metrics["timing/total"] / len(self.info)
+        )
+        metrics["throughput/trained_samples"] = float(len(batch))
+        return metrics
+
+    def validate(self) -> dict[str, float]:
+        """Sampled accuracy on the held-out prompts, one sample each, same verifiers."""
+        prompts = self.validation_prompts
+        ids = [list(map(int, p)) for p in prompts.prompt_ids]
+        out = self._generate(ids, self._sampling(1, salt=-1 - self.iteration))
+        texts = self.tokenizer.batch_decode(
+            [r[m.bool()].tolist() for r, m in zip(out.responses, out.response_mask)],
+            skip_special_tokens=True,
+        )
+        truths = prompts.texts("labels")
+        scores = self.scorer.score(texts, [truths[p] for p in out.prompt_index])
+        metric = self.config.rl_config.filter_groups_metric
+        acc = sum(scores.acc[metric]) / max(len(texts), 1)
+        return {"val/acc": acc, "val/prompts": float(len(texts))}
+
+    def fit(self) -> list[dict[str, float]]:
+        from mindspeed_rl.platform.jemalloc import host_memory_metrics
+
+        rl, actor = self.config.rl_config, self.config.actor
+        if rl.validate_before_train and self.validation_prompts is not None:
+            metrics = self.validate()
+            self.sink.log(self.iteration, metrics)
+            self.history.append({"iteration": float(self.iteration), **metrics})
+        while self.iteration < actor.train_iters:
+            metrics = self.step()
+            self.iteration += 1
+            if (
+                self.validation_prompts is not None
+                and rl.validation_interval
+                and (
+                    self.iteration % rl.validation_interval == 0
+                    or self.iteration == actor.train_iters
+                )
+            ):
+                metrics.update(self.validate())
+            metrics.update(host_memory_metrics(purge=True))
+            bad = non_finite(metrics)
+            if bad:
+                raise FloatingPointError(f"iteration {self.iteration}: non-finite metrics {bad}")
+            self.sink.log(self.iteration, metrics)
+            self.history.append({"iteration": float(self.iteration), **metrics})
+        return self.history
+
+
+def _with_seed(params: SamplingParams, engine: int) -> SamplingParams:
+    seed = None if params.seed is None else params.seed * 31 + engine
+    return dataclasses.replace(params, seed=seed)
+
+
+def _interleave(outputs: list, num_prompts: int, pad_token_id: int):
+    """Merge engine outputs (engine e had prompts e, e+E, ...) back into prompt order."""
+    from mindspeed_rl.rollout.base import pack_responses
+
+    engines = len(outputs)
+    rows: dict[int, list] = {}
+    for e, out in enumerate(outputs):
+        if out is None:
+            continue
+        for row, local in enumerate(out.prompt_index):
+            length = int(out.response_mask[row].sum())
+            rows.setdefault(local * engines + e, []).append(
+                (out.responses[row, :length].tolist(), out.rollout_log_probs[row, :length],
+                 out.finish_reasons[row])
+            )  # fmt: skip
+    sequences, log_probs, reasons, index = [], [], [], []
+    for p in range(num_prompts):
+        for tokens, lp, why in rows[p]:
+            sequences.append(tokens)
+            log_probs.append(lp)
+            reasons.append(why)
+            index.append(p)
+    return pack_responses(sequences, log_probs, reasons, index, pad_token_id)
+
+
+def _rows_subset(rows, index: torch.Tensor):
+    from mindspeed_rl.workers.rows import MegatronRows
+
+    return MegatronRows(rows.tokens[index], rows.response_start[index], rows.response_width)

@@ -1,0 +1,130 @@
+"""Wire a DAPO run: Ray, the worker group, data, rewards, metrics; then ``fit()``.
+
+Joins a running Ray cluster (``ray start`` on the nodes, as the launch scripts do) when there is
+one, else starts a local one. On CPU the local cluster registers one ``cpu_slot`` per worker and a
+logical CPU count above the cores, so that reward processes and the driver never starve.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import ray
+
+from mindspeed_rl.config.schema import RunConfig
+from mindspeed_rl.platform.device import device_type, ray_resource_name
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    history: list[dict[str, float]]
+    worker_info: list[dict]
+
+
+def _init_ray(world_size: int) -> bool:
+    """Connect to a running cluster, or start a local one; True if we started it."""
+    if ray.is_initialized():
+        return False
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
+        return False
+    try:
+        ray.init(address="auto", runtime_env=env, log_to_driver=True)
+        return False
+    except ConnectionError:
+        pass
+    resources = {ray_resource_name(): world_size} if device_type() == "cpu" else None
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, world_size) + 4,
+        resources=resources,
+        runtime_env=env,
+        include_dashboard=False,
+        log_to_driver=True,
+    )
+    return True
+
+
+def total_optimizer_steps(config: RunConfig) -> int:
+    from mindspeed_rl.config.checks import trained_prompts_per_iteration
+
+    rl = config.rl_config
+    return (
+        config.actor.train_iters
+        * (trained_prompts_per_iteration(config) // rl.mini_batch_size)
+        * rl.epochs
+    )
+
+
+def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
+    """Train to the end of ``train_iters``; raises WorkerError naming a failed rank."""
+    import transformers
+
+    from mindspeed_rl.data.prompt_dataset import PromptDataset
+    from mindspeed_rl.data.prompt_loader import PromptDataLoader
+    from mindspeed_rl.platform.jemalloc import check_host_allocator
+    from mindspeed_rl.rewards.scoring import RewardScorer
+    from mindspeed_rl.trainer.dapo_trainer import DAPOTrainer
+    from mindspeed_rl.trainer.metrics import MetricsSink
+    from mindspeed_rl.workers.group import WorkerGroup
+    from mindspeed_rl.workers.integrated import IntegratedWorker
+
+    actor, rl = config.actor, config.rl_config
+    if actor.data_path is None:
+        raise ValueError("megatron_training.data_path is not set: point it at preprocessed data")
+    world = rl.actor_resource.num_npus
+    check_host_allocator()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(actor.tokenizer_name_or_path)
+    keys = list(dict.fromkeys(["labels", *actor.dataset_additional_keys]))
+    train = PromptDataset(actor.data_path, actor.split, "train", keys, tokenizer)
+    loader = PromptDataLoader(
+        train, actor.global_batch_size, seed=actor.seed, shuffle=not actor.no_shuffle,
+        full_shuffle=actor.full_shuffle_instruction_dataset,
+    )  # fmt: skip
+    validation = None
+    if rl.validation_interval or rl.validate_before_train:
+        valid = PromptDataset(actor.data_path, actor.split, "valid", keys, tokenizer)
+        if len(valid) == 0:
+            raise ValueError(
+                f"validation is on but megatron_training.split={actor.split!r} leaves no "
+                "validation prompts; use e.g. '90,10,0'"
+            )
+        validation = valid.batch(list(range(len(valid))))
+
+    started_ray = _init_ray(world)
+    workers = None
+    scorer = RewardScorer(
+        rl.verifier_function, rl.verifier_weight, rl.verifier_timeout, rl.verifier_parallel
+    )
+    sink = MetricsSink(
+        log_dir, actor.log_interval, rl.use_tensorboard, rl.use_wandb, rl.wandb_project,
+        rl.wandb_exp_name, config.model_dump(mode="json"),
+    )  # fmt: skip
+    try:
+        workers = WorkerGroup(IntegratedWorker, world)
+        master_addr, master_port = workers.rendezvous()
+        threads = max(1, (os.cpu_count() or 1) // world) if device_type() == "cpu" else 4
+        steps = total_optimizer_steps(config)
+        info = workers.call(
+            "setup",
+            per_rank=[
+                (config, world, p.local_rank, master_addr, master_port, steps, threads)
+                for p in workers.placements
+            ],
+        )
+        logger.info("workers ready: %s", [(i["rank"], i["dp_rank"], i["tp_rank"]) for i in info])
+        trainer = DAPOTrainer(config, workers, info, tokenizer, loader.next_batch, scorer, sink,
+                              validation)  # fmt: skip
+        history = trainer.fit()
+        return RunResult(history, info)
+    finally:
+        scorer.close()
+        sink.close()
+        if workers is not None:
+            workers.shutdown()
+        if started_ray:
+            ray.shutdown()

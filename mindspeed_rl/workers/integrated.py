@@ -1,0 +1,227 @@
+"""The integrated worker: one Ray actor per device hosting the Megatron actor and the rollout engine.
+
+SPMD over the worker group: every rank receives the same call; data is split by the driver along
+data-parallel ranks (training) or rollout ranks (generation). Results that only some ranks hold
+(log-probs on the last pipeline stage) come back as None from the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mindspeed_rl.config.schema import RunConfig
+from mindspeed_rl.platform.distributed import ParallelLayout, init_distributed
+from mindspeed_rl.rollout.base import RolloutOutput
+from mindspeed_rl.rollout.sampling import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+def load_actor_weights(module: torch.nn.Module, load_dir: str, layout: ParallelLayout,
+                       num_layers: int) -> int:  # fmt: skip
+    """Finetune semantics: the model weights of ``load_dir``'s latest checkpoint, iteration 0.
+
+    The checkpoint's TP / PP / EP layout must be the run's; a mismatch names both.
+    """
+    from megatron.core import parallel_state as ps
+
+    from mindspeed_rl.checkpoint.mcore_layout import find_checkpoint, load_shard
+
+    files = find_checkpoint(load_dir, num_layers=num_layers)
+    found = (files.layout.tp, files.layout.pp, files.layout.ep)
+    wanted = (
+        layout.tensor_model_parallel_size,
+        layout.pipeline_model_parallel_size,
+        layout.expert_model_parallel_size,
+    )
+    if found != wanted:
+        raise ValueError(
+            f"{load_dir}: checkpoint layout TP={found[0]} PP={found[1]} EP={found[2]} does not "
+            f"fit the run's TP={wanted[0]} PP={wanted[1]} EP={wanted[2]}; convert it with "
+            "cli/convert_ckpt.py to the run's layout"
+        )
+    ep_rank = ps.get_expert_model_parallel_rank() if wanted[2] > 1 else 0
+    path = files.path(
+        ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank(), ep_rank
+    )
+    state = load_shard(path)["model"]
+    own = {k: v for k, v in module.state_dict().items() if not k.endswith("_extra_state")}
+    problems = [f"missing {k}" for k in own if k not in state]
+    problems += [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if problems:
+        raise ValueError(f"{path}: does not fit the model: " + "; ".join(problems[:5]))
+    module.load_state_dict({k: state[k] for k in own}, strict=False)
+    return len(own)
+
+
+class IntegratedWorker:
+    """Actor + rollout on one device (made a Ray actor by ``WorkerGroup``)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.actor_version = 0  # optimizer updates applied; the engine must run this version
+
+    def address_and_free_port(self) -> tuple[str, int]:
+        import ray
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def ping(self) -> int:
+        return self.rank
+
+    def setup(
+        self,
+        config: RunConfig,
+        world_size: int,
+        local_rank: int,
+        master_addr: str,
+        master_port: int,
+        total_optimizer_steps: int,
+        threads: int = 1,
+    ) -> dict[str, Any]:
+        import transformers
+        from megatron.core import parallel_state as ps
+
+        from mindspeed_rl.models.param_mapping import WeightMapping
+        from mindspeed_rl.platform.device import device_type
+        from mindspeed_rl.platform.megatron_setup import prepare_megatron
+        from mindspeed_rl.rollout.factory import engine_kind
+        from mindspeed_rl.workers.actor import MegatronActor
+
+        torch.set_num_threads(threads)
+        actor_cfg, rl, gen = config.actor, config.rl_config, config.generate_config
+        self.config = config
+        prepare_megatron(actor_cfg.model_dump())
+        self.layout = ParallelLayout(
+            actor_cfg.tensor_model_parallel_size,
+            actor_cfg.pipeline_model_parallel_size,
+            actor_cfg.expert_model_parallel_size,
+        )
+        init_distributed(
+            self.layout, rank=self.rank, world_size=world_size, local_rank=local_rank,
+            master_addr=master_addr, master_port=master_port, seed=actor_cfg.seed,
+        )  # fmt: skip
+        hf_dir = actor_cfg.tokenizer_name_or_path
+        if hf_dir is None or not (Path(hf_dir) / "config.json").is_file():
+            raise ValueError(
+                f"megatron_training.tokenizer_name_or_path={hf_dir!r}: the rollout engine needs "
+                "the Hugging Face model directory (config.json and tokenizer files)"
+            )
+        tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+        hf_config = transformers.AutoConfig.from_pretrained(hf_dir)
+        eos = (
+            hf_config.eos_token_id if hf_config.eos_token_id is not None else tokenizer.eos_token_id
+        )
+        self.eos_token_ids = eos if isinstance(eos, list) else [eos]
+        self.pad_token_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+        )
+        dtype = torch.bfloat16 if actor_cfg.bf16 else torch.float32
+        self.actor = MegatronActor(
+            config.model, actor_cfg, rl, self.layout, total_optimizer_steps, dtype,
+            temperature=gen.sampling_config.temperature,
+        )  # fmt: skip
+        if actor_cfg.load is not None:
+            load_actor_weights(
+                self.actor.module, actor_cfg.load, self.layout, config.model.num_layers
+            )
+        self.mapping = WeightMapping(config.model, hf_config.vocab_size, self.layout)
+        kind = engine_kind(gen, device_type())
+        if kind == "hf":
+            from mindspeed_rl.rollout.hf_engine import HFRolloutEngine
+
+            if gen.infer_tensor_parallel_size != 1:
+                raise ValueError(
+                    "generate_config.infer_tensor_parallel_size must be 1 with the hf engine "
+                    "(each rank generates with a whole model)"
+                )
+            model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+            self.engine = HFRolloutEngine(
+                model, self.eos_token_ids, self.pad_token_id, max_num_seqs=gen.max_num_seqs
+            )
+        else:
+            from mindspeed_rl.rollout.vllm_engine import VLLMRolloutEngine
+
+            self.engine = VLLMRolloutEngine(
+                gen, hf_dir, hf_dir, self.eos_token_ids, self.pad_token_id, actor_cfg.seed
+            )
+        self.sync_weights()
+        return {
+            "rank": self.rank,
+            "dp_rank": ps.get_data_parallel_rank(),
+            "dp_size": ps.get_data_parallel_world_size(),
+            "tp_rank": ps.get_tensor_model_parallel_rank(),
+            "pp_rank": ps.get_pipeline_model_parallel_rank(),
+            "last_stage": ps.is_pipeline_last_stage(),
+            "pid": os.getpid(),
+            "engine": kind,
+            "eos_token_ids": self.eos_token_ids,
+            "pad_token_id": self.pad_token_id,
+        }
+
+    # --- rollout -------------------------------------------------------------------------------
+
+    def sync_weights(self) -> tuple[int, int]:
+        """Actor -> engine (a collective over the whole group); returns (engine version, actor
+        version), which the trainer checks are equal."""
+        from mindspeed_rl.workers.weight_sync import iter_synced_weights
+
+        self.engine.wake_up()
+        pairs = iter_synced_weights(self.actor.module, self.mapping)
+        self.engine.load_weights(pairs, self.actor_version)
+        return self.engine.weight_version, self.actor_version
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> RolloutOutput | None:
+        if not prompts:
+            return None
+        return self.engine.generate(prompts, params)
+
+    # --- training ------------------------------------------------------------------------------
+
+    def compute_log_prob(self, rows, micro_batch_size: int) -> torch.Tensor | None:
+        from megatron.core import parallel_state as ps
+
+        lp = self.actor.compute_log_prob(rows, micro_batch_size)
+        return lp if lp is not None and ps.get_tensor_model_parallel_rank() == 0 else None
+
+    def update(self, batch, mini_batches: int, epochs: int, micro_batch_size: int) -> dict:
+        """``mini_batches`` x ``epochs`` optimizer steps over this DP rank's rows (mini-batch m is
+        the m-th equal slice). Returns metrics averaged over the steps (last stage, TP rank 0)."""
+        from megatron.core import parallel_state as ps
+
+        rows_per_mini = len(batch) // mini_batches
+        totals: dict[str, float] = {}
+        steps = 0
+        grad_norms = []
+        for _ in range(epochs):
+            for m in range(mini_batches):
+                part = batch.slice(m * rows_per_mini, (m + 1) * rows_per_mini)
+                self.actor.zero_grad()
+                metrics = self.actor.backward_mini_batch(part, micro_batch_size)
+                ok, grad_norm = self.actor.step()
+                if not ok:
+                    raise RuntimeError("optimizer step failed (non-finite gradients)")
+                grad_norms.append(float(grad_norm) if grad_norm is not None else 0.0)
+                for key, value in metrics.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                steps += 1
+        self.actor_version += 1
+        if not (ps.is_pipeline_last_stage() and ps.get_tensor_model_parallel_rank() == 0):
+            return {}
+        out = {f"actor/{k}": v / steps for k, v in totals.items()}
+        out["actor/grad_norm"] = sum(grad_norms) / len(grad_norms)
+        out["actor/lr"] = self.actor.lr
+        return out

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 SUMMARY_KEYS = (
+    ("val/acc", "val_acc", "{:.3f}"),
     ("rollout/acc", "acc", "{:.3f}"),
     ("rollout/score_mean", "score", "{:+.3f}"),
     ("actor/pg_loss", "pg_loss", "{:+.4f}"),

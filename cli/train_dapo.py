@@ -2,6 +2,8 @@
 
     python cli/train_dapo.py --config-name dapo_qwen25_32b_A3 [section.key=value ...] [--dry-run]
 
+Without ``--dry-run`` it joins the running Ray cluster (examples/dapo/*.sh start one) or starts a
+local one, and trains; a failed worker ends the run with exit code 1 and names the rank.
 ``--dry-run`` validates the config (every problem at once), prints the resolved YAML and the run
 plan, and exits 0, or prints the problems and exits 2. It never starts Ray or touches a device.
 """
@@ -9,6 +11,7 @@ plan, and exits 0, or prints the problems and exits 2. It never starts Ray or to
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -25,6 +28,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config-name", required=True, help="configs/<NAME>.yaml, or a .yaml path")
     parser.add_argument("--config-path", default=None, help="directory holding the configs")
     parser.add_argument("--dry-run", action="store_true", help="validate, print, exit")
+    parser.add_argument("--log-dir", default=None, help="metrics.jsonl and TensorBoard events")
     parser.add_argument("overrides", nargs="*", help="section.key=value (YAML-typed values)")
     return parser.parse_args(argv)
 
@@ -41,11 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print_dry_run(config)
         return 0
-    print(
-        "training is not available in this version yet; use --dry-run to validate a config",
-        file=sys.stderr,
+    from mindspeed_rl.trainer.launch import run_training
+    from mindspeed_rl.workers.group import WorkerError
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return 2
+    logging.getLogger("megatron").setLevel(logging.WARNING)
+    try:
+        run_training(config, log_dir=args.log_dir)
+    except WorkerError as err:
+        print(f"training failed: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

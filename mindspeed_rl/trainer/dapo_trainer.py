@@ -21,7 +21,7 @@ import torch
 from tensordict import TensorDict
 
 from mindspeed_rl.algorithms.advantages import broadcast_to_tokens, group_norm_advantages
-from mindspeed_rl.algorithms.dynamic_sampling import DynamicSampler
+from mindspeed_rl.algorithms.dynamic_sampling import DynamicSampler, filter_zero_variance_groups
 from mindspeed_rl.algorithms.overlong import filter_overlong, overlong_penalty, truncated_responses
 from mindspeed_rl.config.schema import RunConfig
 from mindspeed_rl.data.prompt_dataset import PromptBatch
@@ -160,6 +160,12 @@ class DAPOTrainer:
             self.sampler.add(batch, scored["filter_metric"])
             if self.sampler.ready:
                 trained, ds_metrics = self.sampler.take(divisor=self._row_divisor())
+                check = filter_zero_variance_groups(
+                    trained["filter_metric"], trained.get("uid").tolist()
+                )
+                ds_metrics["dynamic_sampling/constant_groups_trained"] = float(
+                    check.num_groups - check.num_kept_groups
+                )
                 break
         everything = torch.cat(generated) if len(generated) > 1 else generated[0]
         metrics = {**ds_metrics, **self._rollout_metrics(everything)}

@@ -92,6 +92,7 @@ class IntegratedWorker:
         total_optimizer_steps: int,
         threads: int = 1,
     ) -> dict[str, Any]:
+        import ray
         import transformers
         from megatron.core import parallel_state as ps
 
@@ -167,6 +168,7 @@ class IntegratedWorker:
             "pp_rank": ps.get_pipeline_model_parallel_rank(),
             "last_stage": ps.is_pipeline_last_stage(),
             "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "engine": kind,
             "eos_token_ids": self.eos_token_ids,
             "pad_token_id": self.pad_token_id,

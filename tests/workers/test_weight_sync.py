@@ -15,6 +15,7 @@ def test_hf_engine_follows_the_tp2_actor():
         assert result["synced"] <= 1e-4
         assert result["logprob_mean_abs_diff"] <= 1e-4
         assert result["step_ok"]
+        assert result["direction"] > 0, "rows with positive advantages must gain log-prob"
         assert result["stale"] > 1e-4, "the optimizer step must change the logits"
         assert result["resynced"] <= 1e-4
         assert result["version"] == 2

@@ -89,16 +89,16 @@ def run(rank: int, world_size: int) -> dict:
         )
 
         # one optimizer step, re-sync: the engine follows the new weights
-        batch = UpdateBatch(
-            rows,
-            out.response_mask,
-            torch.randn(len(rows.tokens), 1).expand_as(recomputed).clone(),
-            None,
-        )
+        advantages = torch.randn(len(rows.tokens), 1, generator=torch.Generator().manual_seed(0))
+        batch = UpdateBatch(rows, out.response_mask, advantages.expand_as(recomputed).clone(), None)
         actor.zero_grad()
         actor.backward_mini_batch(batch, micro_batch_size=3)
         ok, _ = actor.step()
         result["step_ok"] = ok
+        # the update moves log-probs in the direction of the advantages
+        after = actor.compute_log_prob(rows, micro_batch_size=2)
+        change = ((after - recomputed) * mask).sum(-1) / mask.sum(-1)
+        result["direction"] = float((change * advantages.squeeze(-1)).sum())
         with torch.no_grad():
             result["stale"] = (
                 (engine.model(probe).logits - _megatron_logits(actor, probe)).abs().max().item()

@@ -1,0 +1,128 @@
+"""End-to-end DAPO on CPU through Ray: invariants, a simulated 2-node cluster, a dying worker.
+
+The assets (tiny model, its Megatron checkpoint, the preprocessed task) are built once per module
+with the quickstart's own pipeline; each run trains 3 iterations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import pytest
+import ray
+
+from mindspeed_rl.quickstart.pipeline import CONFIG_NAME, prepare_assets
+from mindspeed_rl.trainer.config_entry import load_run_config
+from mindspeed_rl.trainer.launch import run_training
+from mindspeed_rl.workers.group import WorkerError
+
+pytestmark = pytest.mark.slow
+
+ITERATIONS = 3
+REQUIRED_METRICS = (
+    "rollout/acc", "rollout/score_mean", "rollout/overlong_ratio", "response_length/mean",
+    "response_length/max", "response_length/clip_ratio", "actor/pg_loss", "actor/pg_clipfrac",
+    "actor/pg_clipfrac_high", "actor/pg_clipfrac_low", "actor/ppo_kl", "actor/entropy",
+    "actor/grad_norm", "actor/lr", "dynamic_sampling/num_gen_batches",
+    "dynamic_sampling/kept_group_ratio", "timing/gen", "timing/reward", "timing/old_log_prob",
+    "timing/update", "timing/sync", "timing/total", "throughput/e2e_tokens_per_s_per_device",
+    "host_mem/rss_gb", "rollout/log_prob_diff_vs_actor",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("dapo")
+    base = load_run_config(CONFIG_NAME)
+    return prepare_assets(workdir, base.model, problems=480, warm_steps=120, seed=0), workdir
+
+
+def _config(assets, *extra):
+    paths, _ = assets
+    return load_run_config(
+        CONFIG_NAME,
+        overrides=[
+            f"megatron_training.tokenizer_name_or_path={paths['hf']}",
+            f"megatron_training.data_path={paths['data']}",
+            f"actor_config.load={paths['mcore']}",
+            f"megatron_training.train_iters={ITERATIONS}",
+            "rl_config.validate_before_train=false",
+            "rl_config.validation_interval=0",
+            "rl_config.filter_groups_train_batch_size=8",
+            "rl_config.filter_groups_max_batches=-1",
+            *extra,
+        ],
+    )
+
+
+def test_three_iterations_keep_the_dapo_invariants(assets):
+    config = _config(assets)
+    result = run_training(config, log_dir=str(assets[1] / "logs"))
+    history = result.history
+    assert len(history) == ITERATIONS
+    n = config.rl_config.n_samples_per_prompt
+    for i, metrics in enumerate(history, start=1):
+        missing = [k for k in REQUIRED_METRICS if k not in metrics]
+        assert not missing, missing
+        assert all(math.isfinite(v) for v in metrics.values())
+        # exactly filter_groups_train_batch_size prompts, none of them with a constant score
+        assert metrics["throughput/trained_samples"] == 8 * n
+        assert metrics["dynamic_sampling/constant_groups_trained"] == 0
+        assert metrics["dynamic_sampling/num_gen_batches"] >= 1
+        # two mini-batches: old log-probs are recomputed by the actor and must match the rollout's
+        assert metrics["rollout/log_prob_diff_vs_actor"] <= 1e-3
+        assert metrics["actor/weight_version"] == i  # the engine runs what the actor trained
+    lines = (assets[1] / "logs" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3]
+
+
+def test_two_node_cluster_places_one_worker_per_node(assets):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster()
+    for _ in range(2):
+        cluster.add_node(num_cpus=3, resources={"cpu_slot": 1})
+    try:
+        ray.init(address=cluster.address)
+        result = run_training(_config(assets, "megatron_training.train_iters=1"))
+        nodes = {info["node_id"] for info in result.worker_info}
+        assert len(nodes) == 2 and len(result.history) == 1
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_a_dying_worker_fails_the_run_quickly_and_names_it(assets, tmp_path):
+    log_dir = tmp_path / "logs"
+    killed: dict = {}
+
+    def kill_rank_1_after_the_first_iteration():
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            metrics = log_dir / "metrics.jsonl"
+            if metrics.exists() and metrics.read_text().strip():
+                from ray.util.state import list_actors
+
+                for actor in list_actors(filters=[("state", "=", "ALIVE")]):
+                    if actor.class_name == "IntegratedWorker" and actor.pid:
+                        killed.setdefault("pids", []).append(actor.pid)
+                os.kill(killed["pids"][-1], signal.SIGKILL)
+                killed["at"] = time.time()
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=kill_rank_1_after_the_first_iteration, daemon=True)
+    watcher.start()
+    with pytest.raises(WorkerError, match=r"worker rank \d") as info:
+        run_training(_config(assets, "megatron_training.train_iters=50"), log_dir=str(log_dir))
+    assert time.time() - killed["at"] < 60
+    assert "died" in str(info.value) or "ActorDied" in str(info.value) or "Actor" in str(info.value)
+    time.sleep(2)
+    for pid in killed["pids"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # no orphaned worker process

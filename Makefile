@@ -27,7 +27,7 @@ venv: $(VENV)/.installed
 
 # README's first command: the main job on its embedded default.
 demo: $(VENV)/.installed
-	$(VENV)/bin/python cli/train_dapo.py --config-name dapo_qwen25_32b_A3 --dry-run
+	$(VENV)/bin/python cli/quickstart.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -89,7 +89,7 @@ def run_quickstart(
     workdir: str | Path = "outputs/quickstart",
     overrides: Sequence[str] = (),
     problems: int = 2400,
-    warm_steps: int = 150,
+    warm_steps: int = 180,
     seed: int = 0,
     config_dir: str | Path | None = None,
 ) -> QuickstartResult:

@@ -46,6 +46,6 @@ def warm_start(model, tokenizer, problems: list[Problem], steps: int, batch_size
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     return losses

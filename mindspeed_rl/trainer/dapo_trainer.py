@@ -260,12 +260,23 @@ class DAPOTrainer:
                 raise RuntimeError(f"rollout engines run other weights than the actor: {versions}")
             metrics["actor/weight_version"] = float(versions[0][1])
         metrics.update(timer.metrics())
+        metrics.update(self._compute_share(metrics["timing/total"]))
         tokens = float(batch["attention_mask"].sum())
         metrics["throughput/e2e_tokens_per_s_per_device"] = (
             tokens / metrics["timing/total"] / len(self.info)
         )
         metrics["throughput/trained_samples"] = float(len(batch))
         return metrics
+
+    def _compute_share(self, total: float) -> dict[str, float]:
+        """Model compute per phase (the slowest rank's, as the phase waits for it) and the share
+        of the iteration spent outside it: Ray transfers, padding, rewards, weight sync."""
+        per_rank = self.workers.call("pop_compute_seconds")
+        phases = {key for seconds in per_rank for key in seconds}
+        compute = {k: max(seconds.get(k, 0.0) for seconds in per_rank) for k in phases}
+        out = {f"compute/{k}": v for k, v in compute.items()}
+        out["timing/orchestration_share"] = max(0.0, 1.0 - sum(compute.values()) / total)
+        return out
 
     def validate(self) -> dict[str, float]:
         """Sampled accuracy on the held-out prompts, one sample each, same verifiers."""
@@ -280,6 +291,7 @@ class DAPOTrainer:
         scores = self.scorer.score(texts, [truths[p] for p in out.prompt_index])
         metric = self.config.rl_config.filter_groups_metric
         acc = sum(scores.acc[metric]) / max(len(texts), 1)
+        self.workers.call("pop_compute_seconds")  # not part of a training iteration's compute
         return {"val/acc": acc, "val/prompts": float(len(texts))}
 
     def fit(self) -> list[dict[str, float]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ class IntegratedWorker:
     def __init__(self, rank: int) -> None:
         self.rank = rank
         self.actor_version = 0  # optimizer updates applied; the engine must run this version
+        self.compute_seconds: dict[str, float] = {}  # time inside model code, per operation
 
     def address_and_free_port(self) -> tuple[str, int]:
         import ray
@@ -189,14 +191,34 @@ class IntegratedWorker:
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> RolloutOutput | None:
         if not prompts:
             return None
-        return self.engine.generate(prompts, params)
+        with self._timed("gen"):
+            return self.engine.generate(prompts, params)
+
+    def _timed(self, name: str):
+        worker = self
+
+        class _Timed:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                elapsed = time.perf_counter() - self.start
+                worker.compute_seconds[name] = worker.compute_seconds.get(name, 0.0) + elapsed
+
+        return _Timed()
+
+    def pop_compute_seconds(self) -> dict[str, float]:
+        """Seconds spent in model code since the last call (orchestration = the rest)."""
+        seconds, self.compute_seconds = self.compute_seconds, {}
+        return seconds
 
     # --- training ------------------------------------------------------------------------------
 
     def compute_log_prob(self, rows, micro_batch_size: int) -> torch.Tensor | None:
         from megatron.core import parallel_state as ps
 
-        lp = self.actor.compute_log_prob(rows, micro_batch_size)
+        with self._timed("old_log_prob"):
+            lp = self.actor.compute_log_prob(rows, micro_batch_size)
         return lp if lp is not None and ps.get_tensor_model_parallel_rank() == 0 else None
 
     def update(self, batch, mini_batches: int, epochs: int, micro_batch_size: int) -> dict:
@@ -211,9 +233,10 @@ class IntegratedWorker:
         for _ in range(epochs):
             for m in range(mini_batches):
                 part = batch.slice(m * rows_per_mini, (m + 1) * rows_per_mini)
-                self.actor.zero_grad()
-                metrics = self.actor.backward_mini_batch(part, micro_batch_size)
-                ok, grad_norm = self.actor.step()
+                with self._timed("update"):
+                    self.actor.zero_grad()
+                    metrics = self.actor.backward_mini_batch(part, micro_batch_size)
+                    ok, grad_norm = self.actor.step()
                 if not ok:
                     raise RuntimeError("optimizer step failed (non-finite gradients)")
                 grad_norms.append(float(grad_norm) if grad_norm is not None else 0.0)

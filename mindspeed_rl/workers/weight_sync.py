@@ -25,13 +25,26 @@ def _is_expert(param: Param) -> bool:
     return ".mlp.experts." in param.name
 
 
-def _gather_tp(param: Param, state: dict[str, torch.Tensor], tp: int, group) -> list[torch.Tensor]:
-    local = state[param.name].detach().contiguous()
+def _gather_tp(
+    params: list[Param], state: dict[str, torch.Tensor], tp: int, group
+) -> list[list[torch.Tensor]]:
+    """Every TP rank's shard of each of ``params``: one all-gather per dtype for the bucket."""
+    locals_ = [state[p.name].detach() for p in params]
     if tp == 1:
-        return [local]
-    shards = [torch.empty_like(local) for _ in range(tp)]
-    torch.distributed.all_gather(shards, local, group=group)
-    return shards
+        return [[t] for t in locals_]
+    gathered: list[list[torch.Tensor]] = [[] for _ in params]
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(locals_):
+        by_dtype.setdefault(t.dtype, []).append(i)
+    for indices in by_dtype.values():
+        flat = torch.cat([locals_[i].reshape(-1) for i in indices])
+        buffers = [torch.empty_like(flat) for _ in range(tp)]
+        torch.distributed.all_gather(buffers, flat, group=group)
+        sizes = [locals_[i].numel() for i in indices]
+        for buffer in buffers:
+            for i, piece in zip(indices, buffer.split(sizes)):
+                gathered[i].append(piece.view_as(locals_[i]))
+    return gathered
 
 
 def _broadcast_pairs(
@@ -79,11 +92,14 @@ def iter_synced_weights(
                     wanted = [p for p in bucket if ep_rank == 0 or _is_expert(p)]
                     pairs = None
                     if my_ep == ep_rank:
+                        # a tied output layer's HF tensor is the embedding
+                        wanted = [
+                            p for p in wanted if not (tied and p.name == "output_layer.weight")
+                        ]
                         pairs = []
-                        for param in wanted:
-                            if tied and param.name == "output_layer.weight":
-                                continue  # its HF tensor is the embedding
-                            shards = _gather_tp(param, state, mapping.tp, tp_group)
+                        for param, shards in zip(
+                            wanted, _gather_tp(wanted, state, mapping.tp, tp_group)
+                        ):
                             pairs.extend(mapping.merge(param, shards))
                     if mapping.ep > 1:
                         pairs = _broadcast_pairs(pairs, ep_global[ep_rank], ep_group, device)

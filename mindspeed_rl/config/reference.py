@@ -97,7 +97,9 @@ def render() -> str:
         if section == "actor_config":
             continue
         for key in keys:
-            shown = "megatron_training / actor_config" if section == "megatron_training" else section
+            shown = (
+                "megatron_training / actor_config" if section == "megatron_training" else section
+            )
             inert = unsupported.inert_description(section, key)
             lines.append(f"| {shown} | `{key}` | {inert} |")
     lines.append("")

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import uuid
 from collections.abc import Callable
 
 import torch
 from tensordict import TensorDict
+from tqdm import tqdm
 
 from mindspeed_rl.algorithms.advantages import broadcast_to_tokens, group_norm_advantages
 from mindspeed_rl.algorithms.dynamic_sampling import DynamicSampler, filter_zero_variance_groups
@@ -302,9 +304,15 @@ class DAPOTrainer:
             metrics = self.validate()
             self.sink.log(self.iteration, metrics)
             self.history.append({"iteration": float(self.iteration), **metrics})
+        bar = tqdm(total=actor.train_iters, initial=self.iteration, desc="DAPO", unit="iter",
+                   dynamic_ncols=True, disable=not sys.stderr.isatty())  # fmt: skip
         while self.iteration < actor.train_iters:
             metrics = self.step()
             self.iteration += 1
+            bar.update(1)
+            bar.set_postfix(
+                acc=f"{metrics['rollout/acc']:.3f}", score=f"{metrics['rollout/score_mean']:+.3f}"
+            )
             if (
                 self.validation_prompts is not None
                 and rl.validation_interval
@@ -320,6 +328,7 @@ class DAPOTrainer:
                 raise FloatingPointError(f"iteration {self.iteration}: non-finite metrics {bad}")
             self.sink.log(self.iteration, metrics)
             self.history.append({"iteration": float(self.iteration), **metrics})
+        bar.close()
         return self.history
 
 

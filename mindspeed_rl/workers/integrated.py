@@ -20,6 +20,7 @@ from mindspeed_rl.config.schema import RunConfig
 from mindspeed_rl.platform.distributed import ParallelLayout, init_distributed
 from mindspeed_rl.rollout.base import RolloutOutput
 from mindspeed_rl.rollout.sampling import SamplingParams
+from mindspeed_rl.workers.offload import TrainStateOffloader
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,13 @@ class IntegratedWorker:
                 self.actor.module, actor_cfg.load, self.layout, config.model.num_layers
             )
         self.mapping = WeightMapping(config.model, hf_config.vocab_size, self.layout)
+        self.offloader = TrainStateOffloader(
+            self.actor.model,
+            self.actor.optimizer,
+            params=gen.offload_train_param,
+            grads=gen.offload_train_grad,
+            optimizer_state=gen.offload_train_optimizer,
+        )
         kind = engine_kind(gen, device_type())
         if kind == "hf":
             from mindspeed_rl.rollout.hf_engine import HFRolloutEngine
@@ -183,9 +191,11 @@ class IntegratedWorker:
         version), which the trainer checks are equal."""
         from mindspeed_rl.workers.weight_sync import iter_synced_weights
 
+        self.offloader.reload()
         self.engine.wake_up()
         pairs = iter_synced_weights(self.actor.module, self.mapping)
         self.engine.load_weights(pairs, self.actor_version)
+        self.offloader.offload()  # generation comes next: its memory, not training's
         return self.engine.weight_version, self.actor_version
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> RolloutOutput | None:
@@ -217,6 +227,8 @@ class IntegratedWorker:
     def compute_log_prob(self, rows, micro_batch_size: int) -> torch.Tensor | None:
         from megatron.core import parallel_state as ps
 
+        self.engine.sleep()
+        self.offloader.reload()
         with self._timed("old_log_prob"):
             lp = self.actor.compute_log_prob(rows, micro_batch_size)
         return lp if lp is not None and ps.get_tensor_model_parallel_rank() == 0 else None
@@ -226,6 +238,8 @@ class IntegratedWorker:
         the m-th equal slice). Returns metrics averaged over the steps (last stage, TP rank 0)."""
         from megatron.core import parallel_state as ps
 
+        self.engine.sleep()
+        self.offloader.reload()
         rows_per_mini = len(batch) // mini_batches
         totals: dict[str, float] = {}
         steps = 0

@@ -87,3 +87,46 @@ def run_dp2(rank: int, world_size: int) -> dict:
         "whole": _grads(rank, 2, micro_batch_size=BATCH // 2, port_offset=0),
         "mbs1": _grads(rank, 2, micro_batch_size=1, port_offset=1),
     }
+
+
+def run_offload(rank: int, world_size: int) -> dict:
+    """Offload / reload keeps every parameter and optimizer state and frees the grad buffers."""
+    from mindspeed_rl.workers.actor import MegatronActor, UpdateBatch
+    from mindspeed_rl.workers.offload import TrainStateOffloader
+    from mindspeed_rl.workers.rows import to_megatron_rows
+
+    init_distributed(ParallelLayout(), seed=5)
+    try:
+        rl = RLConfig(actor_resource={"num_npus": 1}, n_samples_per_prompt=2,
+                      max_prompt_length=PROMPT, mini_batch_size=4)  # fmt: skip
+        cfg = MegatronConfig(model="tiny", global_batch_size=4, seq_length=32, train_iters=2,
+                             lr=1e-2, use_distributed_optimizer=True)  # fmt: skip
+        actor = MegatronActor(MODEL, cfg, rl, ParallelLayout(), total_optimizer_steps=2)
+        data = mini_batch()
+        rows = to_megatron_rows(data["prompts"], data["prompt_mask"], data["responses"],
+                                data["response_mask"], 0)  # fmt: skip
+        batch = UpdateBatch(rows, data["response_mask"], data["advantages"], None)
+
+        def step():
+            actor.zero_grad()
+            actor.backward_mini_batch(batch, BATCH)
+            return actor.step()
+
+        step()
+        offloader = TrainStateOffloader(actor.model, actor.optimizer, params=True, grads=True,
+                                        optimizer_state=True, force=True)  # fmt: skip
+        before = {k: v.clone() for k, v in actor.module.state_dict().items() if "_extra" not in k}
+        offloader.offload()
+        freed = [b.grad_data.untyped_storage().size() for b in actor.model.buffers]
+        offloader.reload()
+        after = {k: v for k, v in actor.module.state_dict().items() if "_extra" not in k}
+        same = all(torch.equal(before[k], after[k]) for k in before)
+        ok, _ = step()
+        return {
+            "freed": freed,
+            "same": same,
+            "step_ok": ok,
+            "grad_restored": [b.grad_data.untyped_storage().size() for b in actor.model.buffers],
+        }
+    finally:
+        destroy_distributed()

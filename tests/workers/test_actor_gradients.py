@@ -34,3 +34,10 @@ def test_gradient_is_invariant_to_micro_batch_size_and_data_parallel_size():
         assert dp2[0]["mbs1"]["metrics"][key] == pytest.approx(value, rel=1e-5)
     assert 0 < dp1["whole"]["metrics"]["pg_clipfrac"] < 1, "the data should exercise clipping"
     torch.testing.assert_close(dp2[0]["mbs1"]["grads"], dp2[1]["mbs1"]["grads"])
+
+
+def test_offload_and_reload_keep_the_training_state():
+    result = run_distributed(actor_case.run_offload, 1)[0]
+    assert result["freed"] and all(size == 0 for size in result["freed"])
+    assert all(size > 0 for size in result["grad_restored"])
+    assert result["same"] and result["step_ok"]

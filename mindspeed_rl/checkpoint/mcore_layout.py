@@ -1,0 +1,247 @@
+"""Megatron's legacy checkpoint layout: names, the tracker file, reading and writing one shard.
+
+::
+
+    <dir>/latest_checkpointed_iteration.txt          "release" or the iteration number
+    <dir>/release/mp_rank_00/model_optim_rng.pt      TP rank (2 digits)
+    <dir>/iter_0000050/mp_rank_01_002/...            + PP rank (3 digits) when PP > 1
+    <dir>/release/mp_rank_00_000_001/...             + EP rank (3 digits) when EP > 1
+
+This is what Megatron-LM and MindSpeed-LLM write (``get_checkpoint_name``), so weights converted
+by MindSpeed-LLM load here and ours load there. A shard file is a ``torch.save`` dict holding
+``model`` (the GPTModel state dict of that rank), ``checkpoint_version`` (3.0), ``iteration`` and,
+in files written by this project, ``parallel_layout`` ({'tp', 'pp', 'ep'}) -- with PP = 1 and
+EP > 1 the directory ``mp_rank_00_001`` reads the same as PP = 2, EP = 1. Files written by
+Megatron-LM carry the same information in ``args`` (an ``argparse.Namespace``).
+
+Reading uses ``torch.load(weights_only=True)``; ``argparse.Namespace`` is allowed so that
+Megatron-LM's files load too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mindspeed_rl.checkpoint.hf_files import compact
+
+TRACKER_FILE = "latest_checkpointed_iteration.txt"
+SHARD_FILE = "model_optim_rng.pt"
+RELEASE = "release"
+CHECKPOINT_VERSION = 3.0
+
+_SHARD_DIR = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?(?:_(\d{3}))?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardLayout:
+    """TP / PP / EP sizes of a checkpoint on disk."""
+
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
+
+    def positions(self) -> Iterator[tuple[int, int, int]]:
+        """Every (tp_rank, pp_rank, ep_rank), pipeline stage outermost."""
+        for pp_rank in range(self.pp):
+            for ep_rank in range(self.ep):
+                for tp_rank in range(self.tp):
+                    yield tp_rank, pp_rank, ep_rank
+
+
+def shard_dir_name(tp_rank: int, pp_rank: int, ep_rank: int, layout: ShardLayout) -> str:
+    """``mp_rank_XX[_YYY][_ZZZ]`` exactly as Megatron's ``get_checkpoint_name`` builds it."""
+    name = f"mp_rank_{tp_rank:02d}"
+    if layout.pp > 1:
+        name += f"_{pp_rank:03d}"
+    if layout.ep > 1:
+        name += f"_{ep_rank:03d}"
+    return name
+
+
+def iteration_dir_name(iteration: int | str) -> str:
+    return RELEASE if iteration == RELEASE else f"iter_{int(iteration):07d}"
+
+
+def shard_path(
+    root: str | Path,
+    iteration: int | str,
+    tp_rank: int,
+    pp_rank: int,
+    ep_rank: int,
+    layout: ShardLayout,
+) -> Path:
+    return (
+        Path(root)
+        / iteration_dir_name(iteration)
+        / shard_dir_name(tp_rank, pp_rank, ep_rank, layout)
+        / SHARD_FILE
+    )
+
+
+def write_tracker(root: str | Path, iteration: int | str) -> None:
+    """Write the tracker last: a reader sees it only once every shard is in place."""
+    path = Path(root) / TRACKER_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(str(iteration) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_tracker(root: str | Path) -> int | str:
+    """The iteration named by ``<root>/latest_checkpointed_iteration.txt`` ('release' or int)."""
+    if not Path(root).is_dir():
+        raise ValueError(f"{root}: checkpoint directory not found")
+    path = Path(root) / TRACKER_FILE
+    if not path.is_file():
+        raise ValueError(
+            f"{path}: not found; a Megatron checkpoint directory holds this tracker file "
+            "(is --load-dir the directory that contains release/ or iter_XXXXXXX/?)"
+        )
+    text = path.read_text(encoding="utf-8").strip()
+    if text == RELEASE:
+        return RELEASE
+    if not text.isdigit():
+        raise ValueError(f"{path}: expected 'release' or an iteration number, found {text!r}")
+    return int(text)
+
+
+def save_shard(
+    path: Path,
+    model_state: dict[str, Any],
+    layout: ShardLayout,
+    iteration: int | str = RELEASE,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write one rank's ``model_optim_rng.pt`` (creating its directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": {name: compact(tensor) for name, tensor in model_state.items()},
+        "checkpoint_version": CHECKPOINT_VERSION,
+        "iteration": 0 if iteration == RELEASE else int(iteration),
+        "parallel_layout": dataclasses.asdict(layout),
+        **(extra or {}),
+    }
+    _save_without_crc32(payload, path)
+
+
+def _save_without_crc32(payload: dict[str, Any], path: Path) -> None:
+    """``torch.save`` without the zip CRC32 of each record.
+
+    Computing it costs about as much as writing the bytes, and ``torch.load`` never checks it:
+    PyTorch builds miniz with ``MINIZ_DISABLE_ZIP_READER_CRC32_CHECKS`` (so files load on every
+    torch version, including the 2.5 of Ascend hosts); only tools such as ``unzip -t`` would
+    report the missing checksums. Torch < 2.6 has no switch and writes them.
+    """
+    set_crc32 = getattr(torch.serialization, "set_crc32_options", None)
+    if set_crc32 is None:
+        torch.save(payload, path)
+        return
+    previous = torch.serialization.get_crc32_options()
+    set_crc32(False)
+    try:
+        torch.save(payload, path)
+    finally:
+        set_crc32(previous)
+
+
+def load_shard(path: Path, mmap: bool = True) -> dict[str, Any]:
+    """Read one ``model_optim_rng.pt``; ``mmap`` maps tensors instead of reading them all.
+
+    Raises ValueError naming the file when it is missing, truncated or not a checkpoint.
+    """
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint shard not found")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # torch raises RuntimeError / UnpicklingError / EOFError
+        raise ValueError(f"{path}: cannot be read as a Megatron checkpoint shard: {err}") from err
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
+        raise ValueError(f"{path}: no 'model' state dict in this file")
+    return payload
+
+
+def _layout_from_payload(payload: dict[str, Any]) -> ShardLayout | None:
+    stored = payload.get("parallel_layout")
+    if isinstance(stored, dict):
+        return ShardLayout(**stored)
+    args = payload.get("args")
+    if args is not None and hasattr(args, "tensor_model_parallel_size"):
+        return ShardLayout(
+            tp=int(args.tensor_model_parallel_size),
+            pp=int(getattr(args, "pipeline_model_parallel_size", 1) or 1),
+            ep=int(getattr(args, "expert_model_parallel_size", 1) or 1),
+        )
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointFiles:
+    """The shards of one iteration of a Megatron checkpoint."""
+
+    root: Path
+    iteration: int | str
+    layout: ShardLayout
+
+    def path(self, tp_rank: int, pp_rank: int, ep_rank: int) -> Path:
+        return shard_path(self.root, self.iteration, tp_rank, pp_rank, ep_rank, self.layout)
+
+
+def find_checkpoint(root: str | Path, num_layers: int | None = None) -> CheckpointFiles:
+    """Locate the shards named by the tracker and work out the TP / PP / EP layout.
+
+    The layout comes from the shard's own record (``parallel_layout`` or Megatron-LM's ``args``);
+    for files with neither, a two-part suffix (``mp_rank_00_001``) is PP when a shard holds fewer
+    than ``num_layers`` layers and EP otherwise. Every expected shard must exist.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root}: checkpoint directory not found")
+    iteration = read_tracker(root)
+    iter_dir = root / iteration_dir_name(iteration)
+    if not iter_dir.is_dir():
+        raise ValueError(f"{iter_dir}: named by {TRACKER_FILE} but missing")
+    parsed = []
+    for entry in sorted(iter_dir.iterdir()):
+        match = _SHARD_DIR.match(entry.name)
+        if match and entry.is_dir():
+            parsed.append(tuple(int(g) if g is not None else None for g in match.groups()))
+    if not parsed:
+        raise ValueError(f"{iter_dir}: no mp_rank_XX shard directories")
+    first = sorted(iter_dir.glob("mp_rank_*"))[0] / SHARD_FILE
+    layout = _layout_from_payload(load_shard(first))
+    if layout is None:
+        layout = _infer_layout(parsed, first, num_layers)
+    files = CheckpointFiles(root, iteration, layout)
+    missing = [
+        str(files.path(*pos)) for pos in layout.positions() if not files.path(*pos).is_file()
+    ]
+    if missing:
+        raise ValueError(
+            f"{iter_dir}: layout TP={layout.tp} PP={layout.pp} EP={layout.ep} but "
+            f"{len(missing)} shard(s) are missing, e.g. {missing[0]}"
+        )
+    return files
+
+
+def _infer_layout(parsed: list[tuple], first: Path, num_layers: int | None) -> ShardLayout:
+    tp = max(p[0] for p in parsed) + 1
+    seconds = [p[1] for p in parsed if p[1] is not None]
+    thirds = [p[2] for p in parsed if p[2] is not None]
+    if thirds:
+        return ShardLayout(tp, max(seconds) + 1, max(thirds) + 1)
+    if not seconds:
+        return ShardLayout(tp)
+    size = max(seconds) + 1
+    state = load_shard(first)["model"]
+    layers = {k.split(".")[2] for k in state if k.startswith("decoder.layers.")}
+    if num_layers is None:
+        raise ValueError(f"{first.parent.parent}: cannot tell PP from EP without the layer count")
+    return ShardLayout(tp, size, 1) if len(layers) < num_layers else ShardLayout(tp, 1, size)

@@ -1,0 +1,106 @@
+"""Pure tensor re-layouts between Hugging Face parameters and Megatron's fused ones.
+
+No names, no process groups: each function maps tensors to tensors, so it is tested with
+``torch.arange`` inputs whose expected outputs are written by hand (tests/models/
+test_tensor_layouts.py). ``param_mapping.py`` decides which function applies to which parameter.
+
+Megatron's fused layouts (megatron-core ``SelfAttention``, ``MLP``, ``GroupedMLP``):
+
+* ``linear_qkv`` rows are grouped per key/value head: for each query group ``g``, the
+  ``heads_per_group`` query heads of ``g``, then the key head of ``g``, then its value head. Rows are
+  ``num_query_groups * (heads_per_group + 2) * head_dim``. Because groups are contiguous, a TP
+  rank's shard is a contiguous block of whole groups, which is why ``num_query_groups`` must be
+  divisible by TP.
+* ``linear_fc1`` (SwiGLU) rows are ``[gate; up]`` per TP rank: rank ``r`` holds
+  ``[gate_r; up_r]``, *not* a contiguous block of the full ``[gate; up]``.
+* ``GroupedMLP`` stores the local experts of one rank in two 2-D parameters that its forward views
+  as 3-D: ``weight1 [hidden, E * fc1_out]`` viewed as ``[E, hidden, fc1_out]`` (expert ``e``'s
+  block is ``linear_fc1_e.T``), and ``weight2 [E * fc2_in, hidden]`` viewed as
+  ``[E, fc2_in, hidden]`` (block ``linear_fc2_e.T``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def fuse_qkv(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_query_groups: int
+) -> torch.Tensor:
+    """Interleave q/k/v per query group.
+
+    Args:
+        q: ``[groups * heads_per_group * head_dim, ...]`` (weight ``[.., hidden]`` or bias).
+        k, v: ``[groups * head_dim, ...]``.
+        num_query_groups: groups present in these tensors (the local count for a TP shard).
+    Returns:
+        ``[groups * (heads_per_group + 2) * head_dim, ...]``: per group ``[q_g; k_g; v_g]``.
+    """
+    rest = q.shape[1:]
+    parts = [t.reshape(num_query_groups, -1, *rest) for t in (q, k, v)]
+    return torch.cat(parts, dim=1).reshape(-1, *rest)
+
+
+def split_qkv(
+    qkv: torch.Tensor, num_query_groups: int, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`fuse_qkv`: ``[G * (hpg + 2) * d, ...]`` -> q ``[G*hpg*d, ...]``, k, v."""
+    rest = qkv.shape[1:]
+    grouped = qkv.reshape(num_query_groups, -1, *rest)
+    q_rows = grouped.shape[1] - 2 * head_dim
+    q, k, v = grouped.split([q_rows, head_dim, head_dim], dim=1)
+    return tuple(t.reshape(-1, *rest) for t in (q, k, v))  # type: ignore[return-value]
+
+
+def fuse_gate_up(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """SwiGLU ``linear_fc1`` of one TP rank: ``[gate_r; up_r]``, ``[2 * ffn / tp, hidden]``."""
+    return torch.cat([gate, up], dim=0)
+
+
+def split_gate_up(fc1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`fuse_gate_up` for one TP shard."""
+    gate, up = fc1.chunk(2, dim=0)
+    return gate, up
+
+
+def pack_grouped_fc1(fc1_per_expert: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``GroupedMLP.weight1`` from the local experts' ``linear_fc1`` ``[X, hidden]`` shards.
+
+    Returns ``[hidden, E * X]`` whose memory viewed as ``[E, hidden, X]`` holds ``fc1_e.T``.
+    """
+    hidden = fc1_per_expert[0].shape[1]
+    return torch.stack([w.t() for w in fc1_per_expert]).reshape(hidden, -1)
+
+
+def unpack_grouped_fc1(weight1: torch.Tensor, num_local_experts: int) -> list[torch.Tensor]:
+    """Inverse of :func:`pack_grouped_fc1`: per-expert ``[X, hidden]`` tensors."""
+    hidden = weight1.shape[0]
+    blocks = weight1.reshape(num_local_experts, hidden, -1)
+    return [block.t().contiguous() for block in blocks]
+
+
+def pack_grouped_fc2(fc2_per_expert: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``GroupedMLP.weight2`` from the local experts' ``linear_fc2`` ``[hidden, Y]`` shards.
+
+    Returns ``[E * Y, hidden]`` whose memory viewed as ``[E, Y, hidden]`` holds ``fc2_e.T``.
+    """
+    hidden = fc2_per_expert[0].shape[0]
+    return torch.stack([w.t() for w in fc2_per_expert]).reshape(-1, hidden)
+
+
+def unpack_grouped_fc2(weight2: torch.Tensor, num_local_experts: int) -> list[torch.Tensor]:
+    """Inverse of :func:`pack_grouped_fc2`: per-expert ``[hidden, Y]`` tensors."""
+    hidden = weight2.shape[1]
+    blocks = weight2.reshape(num_local_experts, -1, hidden)
+    return [block.t().contiguous() for block in blocks]
+
+
+def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """Append zero rows up to ``rows`` (vocabulary padding of embeddings / output layer)."""
+    missing = rows - tensor.shape[0]
+    assert missing >= 0, f"cannot pad {tensor.shape[0]} rows to {rows}"
+    if missing == 0:
+        return tensor
+    return torch.cat([tensor, tensor.new_zeros(missing, *tensor.shape[1:])], dim=0)

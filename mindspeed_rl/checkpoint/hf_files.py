@@ -253,7 +253,9 @@ class ShardedSafetensorsWriter:
             self._shards[-1].append((name, tuple(shape), dtype))
             size += nbytes
         count = len(self._shards)
-        self.files = [out_dir / f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+        self.files = [
+            out_dir / f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)
+        ]
         self._order = [(i, e) for i, shard in enumerate(self._shards) for e in shard]
         self._next = 0
         self._handle = None

@@ -25,6 +25,7 @@ import torch
 from mindspeed_rl.checkpoint import mcore_layout
 from mindspeed_rl.checkpoint.mcore_to_hf import plan_mcore_to_hf
 from mindspeed_rl.config.schema import ModelConfig
+from mindspeed_rl.platform.device import DEVICE_ENV
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +141,7 @@ def _forward(model, case: MegatronLogitsCase, ps) -> torch.Tensor | None:
 
 def _spawn_entry(rank: int, world_size: int, case, port: int, out_dir: str) -> None:
     # the check runs on CPU over gloo on every host, accelerators or not (see module docstring)
-    os.environ["MINDSPEED_RL_DEVICE"] = "cpu"
+    os.environ[DEVICE_ENV] = "cpu"
     threads = max(1, (os.cpu_count() or 1) // world_size)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
@@ -237,6 +238,11 @@ def check_logits(
     valid = None
     if prompts:
         tokens, valid = encode_prompts(hf_dir, prompts)
+        if tokens.max() >= mapping.vocab_size:
+            raise ValueError(
+                f"{hf_dir}: the tokenizer produced id {tokens.max().item()}, beyond the model's "
+                f"{mapping.vocab_size} embedding rows: is the tokenizer from this model?"
+            )
     else:
         generator = torch.Generator().manual_seed(seed)
         tokens = torch.randint(0, mapping.vocab_size, (batch, seq_length), generator=generator)

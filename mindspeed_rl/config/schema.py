@@ -116,6 +116,7 @@ class MegatronConfig(Section):
     adam_beta2: float = _f(0.999, "Adam beta2.", gt=0, lt=1)
     finetune: bool = _f(True, "True: weights only from `load`, iteration 0. False: full resume.")
     load: str | None = _f(None, "Megatron checkpoint directory to start from.")
+    ckpt_step: int | None = _f(None, "Resume this iteration instead of the tracker's.", ge=0)
     save: str | None = _f(None, "Directory for training checkpoints.")
     no_load_optim: bool = _f(False, "On resume, do not load the optimizer state.")
     no_load_rng: bool = _f(False, "On resume, do not load the RNG states.")

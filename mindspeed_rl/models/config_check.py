@@ -39,6 +39,13 @@ def model_problems(config: RunConfig, where: Callable[[str], str]) -> list[Probl
             "num_query_groups",
             f"{groups} does not divide num_attention_heads = {model.num_attention_heads}",
         )
+    # the MLP weights are split over TP ranks (the layout itself is checked in config/checks.py)
+    sizes = {"ffn_hidden_size": model.ffn_hidden_size}
+    if model.num_experts:
+        sizes = {"moe_ffn_hidden_size": model.moe_ffn_hidden_size or model.ffn_hidden_size}
+    for key, size in sizes.items():
+        if size % tp:
+            report(key, f"{size} is not divisible by tensor_model_parallel_size = {tp}")
     if model.add_qkv_bias and model.qk_layernorm:
         report("add_qkv_bias", "no supported architecture has both qkv bias and qk_layernorm")
     return problems

@@ -25,6 +25,8 @@ import torch
 from mindspeed_rl.config.schema import ModelConfig
 from mindspeed_rl.platform.distributed import ParallelLayout
 
+SINGLE_PROCESS = ParallelLayout()  # TP = PP = EP = 1
+
 # MindSpeed's dispatcher; megatron-core 0.13+ only has "alltoall" (same math).
 _DISPATCHER_FALLBACK = {"alltoall_seq": "alltoall"}
 
@@ -38,7 +40,7 @@ def _megatron_version() -> tuple[int, int]:
 
 def transformer_config(
     model: ModelConfig,
-    layout: ParallelLayout = ParallelLayout(),
+    layout: ParallelLayout = SINGLE_PROCESS,
     params_dtype: torch.dtype = torch.float32,
     **overrides: Any,
 ):
@@ -121,7 +123,7 @@ def layer_spec(model: ModelConfig):
 
 def build_gpt_model(
     model: ModelConfig,
-    layout: ParallelLayout = ParallelLayout(),
+    layout: ParallelLayout = SINGLE_PROCESS,
     params_dtype: torch.dtype = torch.float32,
     **overrides: Any,
 ):

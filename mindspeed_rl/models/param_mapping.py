@@ -7,14 +7,13 @@ online weight sync from the trained actor into the rollout engine, which takes a
 Names on the Megatron side are megatron-core ``GPTModel`` local-spec names, with layer numbers
 local to the pipeline stage and expert numbers local to the expert-parallel rank (what Megatron
 and MindSpeed-LLM write). Qwen2, Qwen3, Qwen3-MoE and Llama share the Hugging Face names below;
-the :class:`~mindspeed_rl.models.config.schema.ModelConfig` decides which rules apply (qkv bias,
+the :class:`~mindspeed_rl.config.schema.ModelConfig` decides which rules apply (qkv bias,
 qk-layernorm, experts, tied embeddings).
 
 How each Megatron parameter is split over tensor-parallel (TP) ranks (``Kind``):
 
 =============  ==========================================================================
 REPLICATED     norms, router: every TP rank holds the full tensor
-COLUMN         split along dim 0 (output features)
 ROW            split along dim 1 (input features): ``linear_proj``, ``linear_fc2``
 QKV            q/k/v fused per query group (``tensor_layouts.fuse_qkv``), split along dim 0
 GATE_UP        gate/up fused per TP rank (``tensor_layouts.fuse_gate_up``)
@@ -41,10 +40,11 @@ from mindspeed_rl.config.schema import ModelConfig
 from mindspeed_rl.models import tensor_layouts as tl
 from mindspeed_rl.platform.distributed import ParallelLayout
 
+SINGLE_PROCESS = ParallelLayout()  # TP = PP = EP = 1
+
 
 class Kind(enum.Enum):
     REPLICATED = "replicated"
-    COLUMN = "column"
     ROW = "row"
     QKV = "qkv"
     GATE_UP = "gate_up"
@@ -126,7 +126,7 @@ class WeightMapping:
         self,
         model: ModelConfig,
         vocab_size: int,
-        layout: ParallelLayout = ParallelLayout(),
+        layout: ParallelLayout = SINGLE_PROCESS,
         grouped_experts: bool | None = None,
     ) -> None:
         self.model = model
@@ -337,8 +337,6 @@ class WeightMapping:
         tp, kind, names = self.tp, param.kind, param.hf
         if kind is Kind.REPLICATED:
             return source.read(names[0])
-        if kind is Kind.COLUMN:
-            return source.read(names[0], rows=_chunk(source.shape(names[0])[0], tp, tp_rank))
         if kind is Kind.ROW:
             return source.read(names[0], cols=_chunk(source.shape(names[0])[1], tp, tp_rank))
         if kind is Kind.QKV:
@@ -377,8 +375,6 @@ class WeightMapping:
         kind, names = param.kind, param.hf
         if kind is Kind.REPLICATED:  # a copy: the result must not pin a caller's buffer
             return [(names[0], shards[0].clone())]
-        if kind is Kind.COLUMN:
-            return [(names[0], torch.cat(list(shards), dim=0))]
         if kind is Kind.ROW:
             return [(names[0], torch.cat(list(shards), dim=1))]
         if kind is Kind.QKV:
@@ -440,7 +436,8 @@ def iter_hf_weights(
     ``tp_shards[r]`` is TP rank ``r``'s state dict, or any part of it (e.g. one layer bucket):
     parameters absent from it are skipped, names that are not model parameters (``_extra_state``)
     are ignored. The tied output layer is not yielded (its HF tensor is the embedding). The
-    online weight sync gathers the shards over the TP group first (``weight_sync.py``).
+    online weight sync gathers the shards over the TP group first
+    (``mindspeed_rl/workers/weight_sync.py``).
     """
     assert len(tp_shards) == mapping.tp, f"expected {mapping.tp} TP shards, got {len(tp_shards)}"
     tied = not mapping.model.untie_embeddings_and_output_weights

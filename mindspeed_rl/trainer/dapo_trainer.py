@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import sys
 import uuid
-from collections.abc import Callable
 
 import torch
 from tensordict import TensorDict
@@ -27,6 +26,7 @@ from mindspeed_rl.algorithms.dynamic_sampling import DynamicSampler, filter_zero
 from mindspeed_rl.algorithms.overlong import filter_overlong, overlong_penalty, truncated_responses
 from mindspeed_rl.config.schema import RunConfig
 from mindspeed_rl.data.prompt_dataset import PromptBatch
+from mindspeed_rl.data.prompt_loader import PromptDataLoader
 from mindspeed_rl.rewards.registry import VERIFIERS
 from mindspeed_rl.rewards.scoring import RewardScorer
 from mindspeed_rl.rollout.factory import sampling_params
@@ -45,7 +45,7 @@ class DAPOTrainer:
         workers: WorkerGroup,
         worker_info: list[dict],
         tokenizer,
-        next_prompts: Callable[[], PromptBatch],
+        loader: PromptDataLoader,
         scorer: RewardScorer,
         sink: MetricsSink,
         validation_prompts: PromptBatch | None = None,
@@ -54,7 +54,7 @@ class DAPOTrainer:
         self.workers = workers
         self.info = worker_info
         self.tokenizer = tokenizer
-        self.next_prompts = next_prompts
+        self.loader = loader
         self.scorer = scorer
         self.sink = sink
         self.validation_prompts = validation_prompts
@@ -80,6 +80,9 @@ class DAPOTrainer:
             else None
         )
         self.history: list[dict[str, float]] = []
+        # dataset indices of the prompts generated for, per iteration (resume checks use them)
+        self.prompt_log: list[list[int]] = []
+        self._iteration_prompts: list[int] = []
 
     # --- phases ------------------------------------------------------------------------------
 
@@ -130,7 +133,8 @@ class DAPOTrainer:
 
     def _generation_round(self, salt: int) -> tuple[TensorDict, dict]:
         rl = self.config.rl_config
-        prompts = self.next_prompts()
+        prompts = self.loader.next_batch()
+        self._iteration_prompts.extend(prompts.indices)
         ids = [list(map(int, p)) for p in prompts.prompt_ids]
         out = self._generate(ids, self._sampling(self.n, salt))
         uids = [uuid.uuid4().hex for _ in ids]
@@ -260,7 +264,8 @@ class DAPOTrainer:
                 versions = self.workers.call("sync_weights")
             if any(engine != actor for engine, actor in versions):
                 raise RuntimeError(f"rollout engines run other weights than the actor: {versions}")
-            metrics["actor/weight_version"] = float(versions[0][1])
+            self.actor_version = versions[0][1]
+            metrics["actor/weight_version"] = float(self.actor_version)
         metrics.update(timer.metrics())
         metrics.update(self._compute_share(metrics["timing/total"]))
         tokens = float(batch["attention_mask"].sum())
@@ -296,6 +301,45 @@ class DAPOTrainer:
         self.workers.call("pop_compute_seconds")  # not part of a training iteration's compute
         return {"val/acc": acc, "val/prompts": float(len(texts))}
 
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """The driver's part of a checkpoint (plain types: loads with weights_only=True)."""
+        return {
+            "iteration": self.iteration,
+            "data": self.loader.state_dict(),
+            "dynamic_sampling": self.sampler.state_dict() if self.sampler is not None else None,
+            "actor_version": int(self.actor_version),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration = int(state["iteration"])
+        self.loader.load_state_dict(state["data"])
+        if self.sampler is not None and state["dynamic_sampling"] is not None:
+            self.sampler.load_state_dict(state["dynamic_sampling"])
+        self.actor_version = int(state["actor_version"])
+
+    actor_version = 0
+
+    def save_checkpoint(self) -> None:
+        """Every rank writes its shard; then one finalizer per storage domain renames and moves
+        the tracker (rank 0 on shared storage; each node's first rank with no_shared_storage)."""
+        actor = self.config.actor
+        root = actor.save
+        self.workers.call("save_checkpoint", root, self.iteration)
+        if actor.no_shared_storage:
+            finalizers = [i["rank"] for i in self.info if i["local_rank"] == 0]
+        else:
+            finalizers = [0]
+        refs = [
+            self.workers.workers[r].finalize_checkpoint.remote(
+                root, self.iteration, self.state_dict(), actor.keep_last_checkpoints
+            )
+            for r in finalizers
+        ]
+        self.workers.get(refs, finalizers, "finalize_checkpoint")
+        logger.info("saved iteration %d to %s", self.iteration, root)
+
     def fit(self) -> list[dict[str, float]]:
         from mindspeed_rl.platform.jemalloc import host_memory_metrics
 
@@ -309,6 +353,8 @@ class DAPOTrainer:
         while self.iteration < actor.train_iters:
             metrics = self.step()
             self.iteration += 1
+            self.prompt_log.append(self._iteration_prompts)
+            self._iteration_prompts = []
             bar.update(1)
             bar.set_postfix(
                 acc=f"{metrics['rollout/acc']:.3f}", score=f"{metrics['rollout/score_mean']:+.3f}"
@@ -328,6 +374,11 @@ class DAPOTrainer:
                 raise FloatingPointError(f"iteration {self.iteration}: non-finite metrics {bad}")
             self.sink.log(self.iteration, metrics)
             self.history.append({"iteration": float(self.iteration), **metrics})
+            if actor.save is not None and (
+                self.iteration == actor.train_iters
+                or (actor.save_interval and self.iteration % actor.save_interval == 0)
+            ):
+                self.save_checkpoint()
         bar.close()
         return self.history
 

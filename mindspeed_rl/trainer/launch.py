@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 class RunResult:
     history: list[dict[str, float]]
     worker_info: list[dict]
+    prompt_log: list[list[int]]
 
 
 def _init_ray(world_size: int) -> bool:
@@ -64,6 +65,7 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     """Train to the end of ``train_iters``; raises WorkerError naming a failed rank."""
     import transformers
 
+    from mindspeed_rl.checkpoint.training_state import load_trainer_state, resolve_iteration
     from mindspeed_rl.data.prompt_dataset import PromptDataset
     from mindspeed_rl.data.prompt_loader import PromptDataLoader
     from mindspeed_rl.platform.jemalloc import check_host_allocator
@@ -74,6 +76,15 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     from mindspeed_rl.workers.integrated import IntegratedWorker
 
     actor, rl = config.actor, config.rl_config
+    if rl.use_kl_loss:
+        raise ValueError(
+            "rl_config.use_kl_loss: the reference model is not built by this version; DAPO is "
+            "KL-free (set use_kl_loss: false)"
+        )
+    resume_state = None
+    if not actor.finetune:
+        iteration = resolve_iteration(actor.load, actor.ckpt_step)
+        resume_state = load_trainer_state(actor.load, iteration)
     if actor.data_path is None:
         raise ValueError("megatron_training.data_path is not set: point it at preprocessed data")
     world = rl.actor_resource.num_npus
@@ -109,18 +120,28 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
         master_addr, master_port = workers.rendezvous()
         threads = max(1, (os.cpu_count() or 1) // world) if device_type() == "cpu" else 4
         steps = total_optimizer_steps(config)
+        resume = None
+        if resume_state is not None:
+            resume = {
+                "iteration": resume_state["iteration"],
+                "actor_version": resume_state["actor_version"],
+            }
         info = workers.call(
             "setup",
             per_rank=[
-                (config, world, p.local_rank, master_addr, master_port, steps, threads)
+                (config, world, p.local_rank, master_addr, master_port, steps, threads, resume)
                 for p in workers.placements
             ],
         )
+        for item, placement in zip(info, workers.placements):
+            item["local_rank"] = placement.local_rank
         logger.info("workers ready: %s", [(i["rank"], i["dp_rank"], i["tp_rank"]) for i in info])
-        trainer = DAPOTrainer(config, workers, info, tokenizer, loader.next_batch, scorer, sink,
-                              validation)  # fmt: skip
+        trainer = DAPOTrainer(config, workers, info, tokenizer, loader, scorer, sink, validation)
+        if resume_state is not None:
+            trainer.load_state_dict(resume_state)
+            logger.info("resumed from %s at iteration %d", actor.load, trainer.iteration)
         history = trainer.fit()
-        return RunResult(history, info)
+        return RunResult(history, info, trainer.prompt_log)
     finally:
         scorer.close()
         sink.close()

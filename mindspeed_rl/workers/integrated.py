@@ -94,7 +94,11 @@ class IntegratedWorker:
         master_port: int,
         total_optimizer_steps: int,
         threads: int = 1,
+        resume: dict[str, int] | None = None,
     ) -> dict[str, Any]:
+        """Initialise this rank. ``resume``: {'iteration', 'actor_version'} to restore a training
+        checkpoint from ``actor_config.load`` (finetune: false); else ``load`` gives the starting
+        weights only (finetune semantics)."""
         import ray
         import transformers
         from megatron.core import parallel_state as ps
@@ -138,7 +142,16 @@ class IntegratedWorker:
             config.model, actor_cfg, rl, self.layout, total_optimizer_steps, dtype,
             temperature=gen.sampling_config.temperature,
         )  # fmt: skip
-        if actor_cfg.load is not None:
+        if resume is not None:
+            from mindspeed_rl.checkpoint.training_state import load_rank
+
+            load_rank(
+                self.actor, actor_cfg.load, resume["iteration"], self._shard_layout(),
+                self._shard_position(), load_optim=not actor_cfg.no_load_optim,
+                load_rng=not actor_cfg.no_load_rng,
+            )  # fmt: skip
+            self.actor_version = resume["actor_version"]
+        elif actor_cfg.load is not None:
             load_actor_weights(
                 self.actor.module, actor_cfg.load, self.layout, config.model.num_layers
             )
@@ -183,6 +196,46 @@ class IntegratedWorker:
             "eos_token_ids": self.eos_token_ids,
             "pad_token_id": self.pad_token_id,
         }
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def _shard_layout(self):
+        from mindspeed_rl.checkpoint.mcore_layout import ShardLayout
+
+        return ShardLayout(
+            self.layout.tensor_model_parallel_size,
+            self.layout.pipeline_model_parallel_size,
+            self.layout.expert_model_parallel_size,
+        )
+
+    def _shard_position(self) -> tuple[int, int, int]:
+        from megatron.core import parallel_state as ps
+
+        ep = (
+            ps.get_expert_model_parallel_rank() if self.layout.expert_model_parallel_size > 1 else 0
+        )
+        return ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank(), ep
+
+    def save_checkpoint(self, root: str, iteration: int) -> str:
+        """This rank's part of a checkpoint, into the iteration's temporary directory."""
+        from mindspeed_rl.checkpoint.training_state import save_rank
+
+        actor_cfg = self.config.actor
+        self.offloader.reload()
+        path = save_rank(
+            self.actor, root, iteration, self._shard_layout(), self._shard_position(),
+            self.config.model_dump(mode="json"), save_optim=not actor_cfg.no_save_optim,
+            save_rng=not actor_cfg.no_save_rng,
+        )  # fmt: skip
+        self.offloader.offload()
+        return str(path)
+
+    def finalize_checkpoint(
+        self, root: str, iteration: int, trainer_state: dict, keep_last: int
+    ) -> str:
+        from mindspeed_rl.checkpoint.training_state import finalize
+
+        return str(finalize(root, iteration, trainer_state, keep_last))
 
     # --- rollout -------------------------------------------------------------------------------
 

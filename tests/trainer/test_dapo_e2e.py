@@ -16,10 +16,9 @@ import time
 import pytest
 import ray
 
-from mindspeed_rl.quickstart.pipeline import CONFIG_NAME, prepare_assets
-from mindspeed_rl.trainer.config_entry import load_run_config
 from mindspeed_rl.trainer.launch import run_training
 from mindspeed_rl.workers.group import WorkerError
+from tests.trainer.run_configs import training_config
 
 pytestmark = pytest.mark.slow
 
@@ -35,30 +34,8 @@ REQUIRED_METRICS = (
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("dapo")
-    base = load_run_config(CONFIG_NAME)
-    return prepare_assets(workdir, base.model, problems=480, warm_steps=120, seed=0), workdir
-
-
 def _config(assets, *extra):
-    paths, _ = assets
-    return load_run_config(
-        CONFIG_NAME,
-        overrides=[
-            f"megatron_training.tokenizer_name_or_path={paths['hf']}",
-            f"megatron_training.data_path={paths['data']}",
-            f"actor_config.load={paths['mcore']}",
-            f"megatron_training.train_iters={ITERATIONS}",
-            "rl_config.validate_before_train=false",
-            "rl_config.validation_interval=0",
-            "rl_config.filter_groups_train_batch_size=8",
-            "rl_config.mini_batch_size=4",
-            "rl_config.filter_groups_max_batches=-1",
-            *extra,
-        ],
-    )
+    return training_config(assets, ITERATIONS, *extra)
 
 
 def test_three_iterations_keep_the_dapo_invariants(assets):

@@ -1,0 +1,217 @@
+"""Training checkpoints of a DAPO run in Megatron's legacy layout, written atomically.
+
+::
+
+    <save>/latest_checkpointed_iteration.txt
+    <save>/iter_0000050/mp_rank_XX[_YYY][_ZZZ]/model_optim_rng.pt   model, optimizer, LR schedule,
+                                                                     RNG, iteration, args
+    <save>/iter_0000050/mp_rank_XX[...]/distrib_optim.pt            distributed-optimizer shards
+    <save>/iter_0000050/trainer_state.pt                            driver: data position,
+                                                                     dynamic-sampling counters
+
+Every rank writes into ``<save>/.tmp_iter_0000050/``; once all ranks are done (the trainer waits for
+every worker) one finalizer per storage domain fsyncs, renames the directory to ``iter_0000050``,
+writes ``trainer_state.pt`` and only then the tracker. A crash at any point leaves the previous
+checkpoint and tracker untouched; a stale ``.tmp_iter_*`` is removed by the next save. With
+``no_shared_storage`` every node does this for its own ranks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mindspeed_rl.checkpoint import mcore_layout
+from mindspeed_rl.checkpoint.mcore_layout import ShardLayout
+
+TRAINER_STATE = "trainer_state.pt"
+DISTRIB_OPTIM = "distrib_optim.pt"
+_TMP_PREFIX = ".tmp_"
+
+
+def tmp_iteration_dir(root: str | Path, iteration: int) -> Path:
+    return Path(root) / (_TMP_PREFIX + mcore_layout.iteration_dir_name(iteration))
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG of this rank, as types ``torch.load(weights_only=True)`` accepts."""
+    from megatron.core import tensor_parallel
+
+    from mindspeed_rl.platform import device
+
+    np_kind, np_keys, np_pos, np_gauss, np_cached = np.random.get_state()
+    return {
+        "random": random.getstate(),
+        "numpy": (
+            np_kind,
+            torch.from_numpy(np_keys.copy()),
+            int(np_pos),
+            int(np_gauss),
+            float(np_cached),
+        ),  # fmt: skip
+        "torch": torch.get_rng_state(),
+        "device": device.get_rng_state(),
+        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    from megatron.core import tensor_parallel
+
+    from mindspeed_rl.platform import device
+
+    random.setstate(state["random"])
+    kind, keys, pos, gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, gauss, cached))
+    torch.set_rng_state(state["torch"])
+    device.set_rng_state(state["device"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _fsync_tree(path: Path) -> None:
+    for file in sorted(path.rglob("*")):
+        if file.is_file():
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+    for directory in [path, *[p for p in path.rglob("*") if p.is_dir()]]:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_rank(
+    actor,
+    root: str | Path,
+    iteration: int,
+    layout: ShardLayout,
+    position: tuple[int, int, int],
+    args: dict[str, Any],
+    save_optim: bool,
+    save_rng: bool,
+) -> Path:
+    """This rank's shard into the temporary iteration directory (a collective with the
+    distributed optimizer: every DP rank must call it)."""
+    tmp = tmp_iteration_dir(root, iteration)
+    path = tmp / mcore_layout.shard_dir_name(*position, layout) / mcore_layout.SHARD_FILE
+    model = {k: v for k, v in actor.module.state_dict().items() if not k.endswith("_extra_state")}
+    extra: dict[str, Any] = {"args": args, "opt_param_scheduler": actor.scheduler.state_dict()}
+    if save_optim:
+        extra["optimizer"] = actor.optimizer.state_dict()
+    if save_rng:
+        extra["rng_state"] = [rng_state()]
+    mcore_layout.save_shard(path, model, layout, iteration, extra)
+    if save_optim and actor.actor_config.use_distributed_optimizer:
+        actor.optimizer.save_parameter_state(str(path.parent / DISTRIB_OPTIM))
+    return path
+
+
+def finalize(
+    root: str | Path, iteration: int, trainer_state: dict[str, Any], keep_last: int = 0
+) -> Path:
+    """Make the temporary iteration directory the checkpoint, then move the tracker to it."""
+    root = Path(root)
+    tmp = tmp_iteration_dir(root, iteration)
+    if not tmp.is_dir():
+        raise ValueError(f"{tmp}: no shard was written for iteration {iteration}")
+    torch.save(trainer_state, tmp / TRAINER_STATE)
+    _fsync_tree(tmp)
+    final = root / mcore_layout.iteration_dir_name(iteration)
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    mcore_layout.write_tracker(root, iteration)
+    _prune(root, keep_last, iteration)
+    return final
+
+
+def _prune(root: Path, keep_last: int, current: int) -> None:
+    for stale in root.glob(_TMP_PREFIX + "iter_*"):
+        if stale.name != tmp_iteration_dir(root, current).name:
+            shutil.rmtree(stale, ignore_errors=True)
+    if keep_last <= 0:
+        return
+    iterations = sorted(
+        int(p.name[len("iter_") :]) for p in root.glob("iter_*") if p.name[5:].isdigit()
+    )
+    for old in iterations[:-keep_last]:
+        shutil.rmtree(root / mcore_layout.iteration_dir_name(old), ignore_errors=True)
+
+
+def resolve_iteration(root: str | Path, iteration: int | None) -> int:
+    """The iteration to resume: ``iteration`` if given, else the tracker's."""
+    root = Path(root)
+    found = mcore_layout.read_tracker(root) if iteration is None else iteration
+    if found == mcore_layout.RELEASE:
+        raise ValueError(
+            f"{root}: holds converted weights ('release'), not a training checkpoint; use "
+            "actor_config.finetune: true to start from them"
+        )
+    if not (root / mcore_layout.iteration_dir_name(found)).is_dir():
+        raise ValueError(f"{root}: iteration {found} not found")
+    return int(found)
+
+
+def load_rank(
+    actor,
+    root: str | Path,
+    iteration: int,
+    layout: ShardLayout,
+    position: tuple[int, int, int],
+    load_optim: bool,
+    load_rng: bool,
+) -> dict[str, Any]:
+    """Restore this rank from a training checkpoint; returns the shard's payload (no tensors of
+    the model left referenced)."""
+    files = mcore_layout.find_checkpoint(root, num_layers=actor.module.config.num_layers)
+    if (files.layout.tp, files.layout.pp, files.layout.ep) != (layout.tp, layout.pp, layout.ep):
+        raise ValueError(
+            f"{root}: checkpoint layout TP={files.layout.tp} PP={files.layout.pp} "
+            f"EP={files.layout.ep} does not fit the run's TP={layout.tp} PP={layout.pp} "
+            f"EP={layout.ep}"
+        )
+    path = mcore_layout.shard_path(root, iteration, *position, layout)
+    payload = mcore_layout.load_shard(path, mmap=False)
+    own = {k: v for k, v in actor.module.state_dict().items() if not k.endswith("_extra_state")}
+    state = payload["model"]
+    mismatch = [
+        f"{k}: checkpoint {tuple(state[k].shape) if k in state else 'missing'} vs model "
+        f"{tuple(v.shape)}"
+        for k, v in own.items()
+        if k not in state or state[k].shape != v.shape
+    ]
+    if mismatch:
+        raise ValueError(f"{path}: does not fit the model: " + "; ".join(mismatch[:5]))
+    actor.module.load_state_dict({k: state[k] for k in own}, strict=False)
+    if load_optim:
+        if "optimizer" not in payload:
+            raise ValueError(f"{path}: saved without optimizer state; set no_load_optim: true")
+        actor.optimizer.load_state_dict(payload["optimizer"])
+        if actor.actor_config.use_distributed_optimizer:
+            actor.optimizer.load_parameter_state(str(path.parent / DISTRIB_OPTIM))
+        actor.scheduler.load_state_dict(payload["opt_param_scheduler"])
+    if load_rng:
+        if "rng_state" not in payload:
+            raise ValueError(f"{path}: saved without RNG state; set no_load_rng: true")
+        set_rng_state(payload["rng_state"][0])
+    return {"iteration": payload["iteration"]}
+
+
+def load_trainer_state(root: str | Path, iteration: int) -> dict[str, Any]:
+    path = Path(root) / mcore_layout.iteration_dir_name(iteration) / TRAINER_STATE
+    if not path.is_file():
+        raise ValueError(
+            f"{path}: not found; this is not a checkpoint of a DAPO run (only weights?) -- use "
+            "actor_config.finetune: true to start from its weights"
+        )
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as err:  # noqa: BLE001  (a damaged file: name it)
+        raise ValueError(f"{path}: cannot be read ({type(err).__name__}: {err})") from err

@@ -6,7 +6,7 @@ import torch
 from tests.distributed_harness import run_distributed
 from tests.workers import actor_case
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.megatron_smoke]
 
 
 def _max_rel(a: dict, b: dict) -> float:

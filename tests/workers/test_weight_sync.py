@@ -5,7 +5,7 @@ import pytest
 from tests.distributed_harness import run_distributed
 from tests.workers import weight_sync_case
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.megatron_smoke]
 
 
 def test_hf_engine_follows_the_tp2_actor():

@@ -32,8 +32,9 @@ from mindspeed_rl.rewards.scoring import RewardScorer
 from mindspeed_rl.rollout.factory import sampling_params
 from mindspeed_rl.rollout.sampling import SamplingParams
 from mindspeed_rl.trainer import batch as batch_ops
-from mindspeed_rl.trainer.metrics import MetricsSink, Timer, non_finite
+from mindspeed_rl.trainer.metrics import MetricsSink, non_finite
 from mindspeed_rl.workers.group import WorkerGroup
+from mindspeed_rl.workers.timing import Timer
 
 logger = logging.getLogger(__name__)
 

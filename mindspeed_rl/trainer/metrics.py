@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,29 +23,6 @@ SUMMARY_KEYS = (
     ("timing/total", "time", "{:.1f}s"),
     ("throughput/e2e_tokens_per_s_per_device", "tok/s/dev", "{:.1f}"),
 )
-
-
-class Timer:
-    """Wall-clock seconds per named phase of one iteration."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def phase(self, name: str):
-        timer = self
-
-        class _Phase:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                elapsed = time.perf_counter() - self.start
-                timer.seconds[name] = timer.seconds.get(name, 0.0) + elapsed
-
-        return _Phase()
-
-    def metrics(self) -> dict[str, float]:
-        return {f"timing/{k}": v for k, v in self.seconds.items()}
 
 
 class MetricsSink:

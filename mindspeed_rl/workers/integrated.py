@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from mindspeed_rl.platform.distributed import ParallelLayout, init_distributed
 from mindspeed_rl.rollout.base import RolloutOutput
 from mindspeed_rl.rollout.sampling import SamplingParams
 from mindspeed_rl.workers.offload import TrainStateOffloader
+from mindspeed_rl.workers.timing import Timer
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class IntegratedWorker:
     def __init__(self, rank: int) -> None:
         self.rank = rank
         self.actor_version = 0  # optimizer updates applied; the engine must run this version
-        self.compute_seconds: dict[str, float] = {}  # time inside model code, per operation
+        self.compute = Timer()  # time inside model code, per operation
 
     def address_and_free_port(self) -> tuple[str, int]:
         import ray
@@ -254,26 +254,12 @@ class IntegratedWorker:
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> RolloutOutput | None:
         if not prompts:
             return None
-        with self._timed("gen"):
+        with self.compute.phase("gen"):
             return self.engine.generate(prompts, params)
-
-    def _timed(self, name: str):
-        worker = self
-
-        class _Timed:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                elapsed = time.perf_counter() - self.start
-                worker.compute_seconds[name] = worker.compute_seconds.get(name, 0.0) + elapsed
-
-        return _Timed()
 
     def pop_compute_seconds(self) -> dict[str, float]:
         """Seconds spent in model code since the last call (orchestration = the rest)."""
-        seconds, self.compute_seconds = self.compute_seconds, {}
-        return seconds
+        return self.compute.pop()
 
     # --- training ------------------------------------------------------------------------------
 
@@ -282,7 +268,7 @@ class IntegratedWorker:
 
         self.engine.sleep()
         self.offloader.reload()
-        with self._timed("old_log_prob"):
+        with self.compute.phase("old_log_prob"):
             lp = self.actor.compute_log_prob(rows, micro_batch_size)
         return lp if lp is not None and ps.get_tensor_model_parallel_rank() == 0 else None
 
@@ -300,7 +286,7 @@ class IntegratedWorker:
         for _ in range(epochs):
             for m in range(mini_batches):
                 part = batch.slice(m * rows_per_mini, (m + 1) * rows_per_mini)
-                with self._timed("update"):
+                with self.compute.phase("update"):
                     self.actor.zero_grad()
                     metrics = self.actor.backward_mini_batch(part, micro_batch_size)
                     ok, grad_norm = self.actor.step()

@@ -162,14 +162,15 @@ def resolve_iteration(root: str | Path, iteration: int | None) -> int:
 def load_rank(
     actor,
     root: str | Path,
-    iteration: int,
+    iteration: int | str,
     layout: ShardLayout,
     position: tuple[int, int, int],
     load_optim: bool,
     load_rng: bool,
 ) -> dict[str, Any]:
-    """Restore this rank from a training checkpoint; returns the shard's payload (no tensors of
-    the model left referenced)."""
+    """Restore this rank from ``root``'s ``iteration`` ('release' for converted weights): the
+    model always, the optimizer / LR schedule and the RNG when asked. The checkpoint's TP / PP / EP
+    layout and every parameter shape must fit the run; a mismatch names both."""
     files = mcore_layout.find_checkpoint(root, num_layers=actor.module.config.num_layers)
     if (files.layout.tp, files.layout.pp, files.layout.ep) != (layout.tp, layout.pp, layout.ep):
         raise ValueError(

@@ -81,6 +81,7 @@ class DAPOTrainer:
             else None
         )
         self.history: list[dict[str, float]] = []
+        self.actor_version = 0  # optimizer updates the engines' weights reflect
         # dataset indices of the prompts generated for, per iteration (resume checks use them)
         self.prompt_log: list[list[int]] = []
         self._iteration_prompts: list[int] = []
@@ -319,8 +320,6 @@ class DAPOTrainer:
         if self.sampler is not None and state["dynamic_sampling"] is not None:
             self.sampler.load_state_dict(state["dynamic_sampling"])
         self.actor_version = int(state["actor_version"])
-
-    actor_version = 0
 
     def save_checkpoint(self) -> None:
         """Every rank writes its shard; then one finalizer per storage domain renames and moves

@@ -25,47 +25,6 @@ from mindspeed_rl.workers.timing import Timer
 logger = logging.getLogger(__name__)
 
 
-def load_actor_weights(module: torch.nn.Module, load_dir: str, layout: ParallelLayout,
-                       num_layers: int) -> int:  # fmt: skip
-    """Finetune semantics: the model weights of ``load_dir``'s latest checkpoint, iteration 0.
-
-    The checkpoint's TP / PP / EP layout must be the run's; a mismatch names both.
-    """
-    from megatron.core import parallel_state as ps
-
-    from mindspeed_rl.checkpoint.mcore_layout import find_checkpoint, load_shard
-
-    files = find_checkpoint(load_dir, num_layers=num_layers)
-    found = (files.layout.tp, files.layout.pp, files.layout.ep)
-    wanted = (
-        layout.tensor_model_parallel_size,
-        layout.pipeline_model_parallel_size,
-        layout.expert_model_parallel_size,
-    )
-    if found != wanted:
-        raise ValueError(
-            f"{load_dir}: checkpoint layout TP={found[0]} PP={found[1]} EP={found[2]} does not "
-            f"fit the run's TP={wanted[0]} PP={wanted[1]} EP={wanted[2]}; convert it with "
-            "cli/convert_ckpt.py to the run's layout"
-        )
-    ep_rank = ps.get_expert_model_parallel_rank() if wanted[2] > 1 else 0
-    path = files.path(
-        ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank(), ep_rank
-    )
-    state = load_shard(path)["model"]
-    own = {k: v for k, v in module.state_dict().items() if not k.endswith("_extra_state")}
-    problems = [f"missing {k}" for k in own if k not in state]
-    problems += [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if problems:
-        raise ValueError(f"{path}: does not fit the model: " + "; ".join(problems[:5]))
-    module.load_state_dict({k: state[k] for k in own}, strict=False)
-    return len(own)
-
-
 class IntegratedWorker:
     """Actor + rollout on one device (made a Ray actor by ``WorkerGroup``)."""
 
@@ -142,19 +101,22 @@ class IntegratedWorker:
             config.model, actor_cfg, rl, self.layout, total_optimizer_steps, dtype,
             temperature=gen.sampling_config.temperature,
         )  # fmt: skip
-        if resume is not None:
+        if actor_cfg.load is not None:
+            # finetune: the weights of the latest checkpoint (or 'release'), iteration 0;
+            # resume: everything of the given iteration (docs/resume.md)
+            from mindspeed_rl.checkpoint.mcore_layout import read_tracker
             from mindspeed_rl.checkpoint.training_state import load_rank
 
+            full = resume is not None
             load_rank(
-                self.actor, actor_cfg.load, resume["iteration"], self._shard_layout(),
-                self._shard_position(), load_optim=not actor_cfg.no_load_optim,
-                load_rng=not actor_cfg.no_load_rng,
+                self.actor, actor_cfg.load,
+                resume["iteration"] if full else read_tracker(actor_cfg.load),
+                self._shard_layout(), self._shard_position(),
+                load_optim=full and not actor_cfg.no_load_optim,
+                load_rng=full and not actor_cfg.no_load_rng,
             )  # fmt: skip
-            self.actor_version = resume["actor_version"]
-        elif actor_cfg.load is not None:
-            load_actor_weights(
-                self.actor.module, actor_cfg.load, self.layout, config.model.num_layers
-            )
+            if full:
+                self.actor_version = resume["actor_version"]
         self.mapping = WeightMapping(config.model, hf_config.vocab_size, self.layout)
         self.offloader = TrainStateOffloader(
             self.actor.model,

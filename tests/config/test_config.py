@@ -259,4 +259,6 @@ def test_cli_exit_code_and_message_for_a_broken_config():
 
 def test_configuration_reference_is_up_to_date():
     committed = (REPO / "docs" / "configuration.md").read_text()
-    assert committed == reference.render(), "run `make docs-config` and commit docs/configuration.md"
+    assert committed == reference.render(), (
+        "run `make docs-config` and commit docs/configuration.md"
+    )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mindspeed_rl.checkpoint import mcore_layout
 from mindspeed_rl.checkpoint.atomic_dir import atomic_directory, check_target
-from mindspeed_rl.checkpoint.hf_files import SafetensorsSource
+from mindspeed_rl.checkpoint.hf_files import SafetensorsSource, compact
 from mindspeed_rl.models.hf_config import read_hf_config
 from mindspeed_rl.models.param_mapping import WeightMapping, iter_mcore_shard
 from mindspeed_rl.platform.distributed import ParallelLayout
@@ -113,7 +113,11 @@ def convert_hf_to_mcore(opts: HfToMcoreOptions) -> ConversionSummary:
     try:
         with atomic_directory(opts.save_dir, opts.force) as tmp:
             for tp_rank, pp_rank, ep_rank in layout.positions():
-                state = dict(iter_mcore_shard(mapping, source, tp_rank, pp_rank, ep_rank))
+                # compact: a tensor that views a larger buffer must not drag it into the file
+                state = {
+                    name: compact(tensor)
+                    for name, tensor in iter_mcore_shard(mapping, source, tp_rank, pp_rank, ep_rank)
+                }
                 path = mcore_layout.shard_path(
                     tmp, mcore_layout.RELEASE, tp_rank, pp_rank, ep_rank, layout
                 )

@@ -30,8 +30,6 @@ from typing import Any
 
 import torch
 
-from mindspeed_rl.checkpoint.hf_files import compact
-
 TRACKER_FILE = "latest_checkpointed_iteration.txt"
 SHARD_FILE = "model_optim_rng.pt"
 RELEASE = "release"
@@ -119,10 +117,14 @@ def save_shard(
     iteration: int | str = RELEASE,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write one rank's ``model_optim_rng.pt`` (creating its directory)."""
+    """Write one rank's ``model_optim_rng.pt`` (creating its directory).
+
+    Tensors are written as given: a view writes its whole underlying storage (e.g. a parameter
+    that lives in a DDP buffer writes the buffer once, shared by all its views).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "model": {name: compact(tensor) for name, tensor in model_state.items()},
+        "model": model_state,
         "checkpoint_version": CHECKPOINT_VERSION,
         "iteration": 0 if iteration == RELEASE else int(iteration),
         "parallel_layout": dataclasses.asdict(layout),

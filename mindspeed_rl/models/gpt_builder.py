@@ -46,8 +46,11 @@ def transformer_config(
 ):
     """The ``TransformerConfig`` of ``model`` in ``layout``.
 
-    Kernel fusions are off (they need CUDA / MindSpeed kernels); a training worker passes the ones
-    its platform supports as ``overrides`` (any ``TransformerConfig`` field).
+    Kernel fusions and sequence parallelism are off and parameters are created on the host
+    (``use_cpu_initialization``); a training worker passes what its platform supports as
+    ``overrides`` (any ``TransformerConfig`` field) and moves the model to its device. Note:
+    megatron-core refuses to *train* MoE with TP > 1 without sequence parallelism, which its local
+    spec (torch norms) cannot do; forward-only use (log-probs, the logits check) is fine.
     """
     import torch.nn.functional as F
     from megatron.core.transformer import TransformerConfig

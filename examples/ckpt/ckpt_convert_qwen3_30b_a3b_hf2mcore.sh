@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Qwen3-30B-A3B (MoE, 128 experts, top-8): Hugging Face -> Megatron-core, TP 4 PP 1 EP 2, experts
+# as GroupedMLP weights (moe_grouped_gemm: true in configs/model/qwen3_30b_a3b.yaml). Experts are
+# split over TP as well (Megatron's expert TP = TP); MindSpeed's moe_tp_extend_ep layout, where
+# each TP rank holds whole experts, is not written by this converter. Edit the paths (relative to
+# the directory you run it from).
+#
+#   bash examples/ckpt/ckpt_convert_qwen3_30b_a3b_hf2mcore.sh [--verify]
+#
+# Output: release/mp_rank_0T_00E/model_optim_rng.pt for TP rank T and EP rank E.
+set -euo pipefail
+
+HF_DIR=./model_from_hf/Qwen3-30B-A3B
+SAVE_DIR=./model_weights/qwen3_30b_a3b_mcore_tp4_ep2
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
+"${PYTHON:-python}" "${ROOT}/cli/convert_ckpt.py" \
+    --use-mcore-models \
+    --model-type GPT \
+    --model-type-hf qwen3-moe \
+    --load-model-type hf \
+    --save-model-type mg \
+    --target-tensor-parallel-size 4 \
+    --target-pipeline-parallel-size 1 \
+    --target-expert-parallel-size 2 \
+    --moe-grouped-gemm \
+    --load-dir "${HF_DIR}" \
+    --save-dir "${SAVE_DIR}" \
+    "$@"

@@ -46,11 +46,22 @@ class MetricsSink:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             self._jsonl = open(Path(log_dir) / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         if use_tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                raise ValueError(
+                    "rl_config.use_tensorboard: true needs the tensorboard package: "
+                    "pip install 'mindspeed_rl[tensorboard]' (or set use_tensorboard: false)"
+                ) from err
 
             self._tb = SummaryWriter(log_dir=str(Path(log_dir or ".") / "tensorboard"))
         if use_wandb:
-            import wandb
+            try:
+                import wandb
+            except ImportError as err:
+                raise ValueError(
+                    "rl_config.use_wandb: true needs the wandb package: pip install wandb"
+                ) from err
 
             self._wandb = wandb.init(project=wandb_project, name=wandb_exp_name, config=config)
 

@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except WorkerError as err:
         print(f"training failed: {err}", file=sys.stderr)
         return 1
+    except ValueError as err:  # a path, checkpoint or data problem found before training
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -106,7 +106,6 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
             )
         validation = valid.batch(list(range(len(valid))))
 
-    started_ray = _init_ray(world)
     workers = None
     scorer = RewardScorer(
         rl.verifier_function, rl.verifier_weight, rl.verifier_timeout, rl.verifier_parallel
@@ -115,7 +114,9 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
         log_dir, actor.log_interval, rl.use_tensorboard, rl.use_wandb, rl.wandb_project,
         rl.wandb_exp_name, config.model_dump(mode="json"),
     )  # fmt: skip
+    started_ray = False
     try:
+        started_ray = _init_ray(world)
         workers = WorkerGroup(IntegratedWorker, world)
         master_addr, master_port = workers.rendezvous()
         threads = max(1, (os.cpu_count() or 1) // world) if device_type() == "cpu" else 4

@@ -50,6 +50,36 @@ def _init_ray(world_size: int) -> bool:
     return True
 
 
+def check_paths(config: RunConfig) -> None:
+    """Every path the run reads exists (named by its key), before anything starts."""
+    from pathlib import Path
+
+    actor = config.actor
+    wanted = {
+        "megatron_training.tokenizer_name_or_path": (actor.tokenizer_name_or_path, "config.json"),
+        "actor_config.load": (actor.load, None),
+    }
+    problems = []
+    for key, (value, must_hold) in wanted.items():
+        if value is None:
+            if key.endswith("tokenizer_name_or_path"):
+                problems.append(f"{key} is not set: the Hugging Face model directory")
+            continue
+        if not Path(value).is_dir():
+            problems.append(f"{key}={value}: directory not found")
+        elif must_hold and not (Path(value) / must_hold).is_file():
+            problems.append(f"{key}={value}: has no {must_hold}")
+    if actor.data_path is None:
+        problems.append("megatron_training.data_path is not set: the preprocessing output_prefix")
+    elif not Path(f"{actor.data_path}_packed_input_ids_document.idx").is_file():
+        problems.append(
+            f"megatron_training.data_path={actor.data_path}: no "
+            f"{actor.data_path}_packed_input_ids_document.idx (run examples/data/preprocess_data.sh)"
+        )
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def total_optimizer_steps(config: RunConfig) -> int:
     from mindspeed_rl.config.checks import trained_prompts_per_iteration
 
@@ -81,12 +111,11 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
             "rl_config.use_kl_loss: the reference model is not built by this version; DAPO is "
             "KL-free (set use_kl_loss: false)"
         )
+    check_paths(config)
     resume_state = None
     if not actor.finetune:
         iteration = resolve_iteration(actor.load, actor.ckpt_step)
         resume_state = load_trainer_state(actor.load, iteration)
-    if actor.data_path is None:
-        raise ValueError("megatron_training.data_path is not set: point it at preprocessed data")
     world = rl.actor_resource.num_npus
     check_host_allocator()
     tokenizer = transformers.AutoTokenizer.from_pretrained(actor.tokenizer_name_or_path)

@@ -23,6 +23,7 @@ import torch
 
 from mindspeed_rl.checkpoint import hf_files, mcore_layout
 from mindspeed_rl.checkpoint.atomic_dir import atomic_directory, check_target
+from mindspeed_rl.checkpoint.expert_layout import ExpertShapes, check_expert_count
 from mindspeed_rl.checkpoint.hf_to_mcore import ConversionSummary
 from mindspeed_rl.models.hf_config import model_config_from_hf
 from mindspeed_rl.models.param_mapping import Param, WeightMapping
@@ -96,7 +97,15 @@ def plan_mcore_to_hf(
         }
     )
     mapping = WeightMapping(model, info.vocab_size, ParallelLayout(layout.tp, layout.pp, layout.ep))
+    _check_experts(mapping, first, files.path(0, 0, 0))
     return McorePlan(files, mapping, raw)
+
+
+def _check_experts(mapping: WeightMapping, state: dict, path: Path) -> None:
+    """A checkpoint of another expert count than the config's: one error naming both."""
+    if mapping.num_experts:
+        shapes = ExpertShapes.from_model(mapping.model, mapping.tp, mapping.ep)
+        check_expert_count(state, shapes, str(path))
 
 
 def load_stage(plan: McorePlan, pp_rank: int) -> dict[tuple[int, int], dict]:
@@ -109,6 +118,7 @@ def load_stage(plan: McorePlan, pp_rank: int) -> dict[tuple[int, int], dict]:
         for tp_rank in range(layout.tp):
             path = plan.files.path(tp_rank, pp_rank, ep_rank)
             state = mcore_layout.load_shard(path)["model"]
+            _check_experts(mapping, state, path)
             names = {k for k in state if not k.endswith("._extra_state")}
             missing, unknown = sorted(expected - names), sorted(names - expected)
             if missing or unknown:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mindspeed_rl.checkpoint import mcore_layout
+from mindspeed_rl.checkpoint import expert_layout, mcore_layout
 from mindspeed_rl.checkpoint.mcore_layout import ShardLayout
 
 TRAINER_STATE = "trainer_state.pt"
@@ -182,6 +182,12 @@ def load_rank(
     payload = mcore_layout.load_shard(path, mmap=False)
     own = {k: v for k, v in actor.module.state_dict().items() if not k.endswith("_extra_state")}
     state = payload["model"]
+    config = actor.module.config
+    if getattr(config, "num_moe_experts", None):
+        # a grouped-GEMM checkpoint on a per-expert model (CPU) or the reverse: same TP shard of
+        # the same local experts, re-laid out in place; a wrong expert count is named here
+        shapes = expert_layout.ExpertShapes.from_transformer_config(config)
+        state = expert_layout.match_model(state, own, shapes, str(path))
     mismatch = [
         f"{k}: checkpoint {tuple(state[k].shape) if k in state else 'missing'} vs model "
         f"{tuple(v.shape)}"

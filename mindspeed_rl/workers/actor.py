@@ -11,6 +11,7 @@ tests/workers/test_actor_gradients.py checks this at the Megatron level.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator
 
 import torch
@@ -21,6 +22,8 @@ from mindspeed_rl.config.schema import MegatronConfig, ModelConfig, RLConfig
 from mindspeed_rl.platform.distributed import ParallelLayout
 from mindspeed_rl.workers.logprobs import token_log_probs
 from mindspeed_rl.workers.rows import MegatronRows
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -81,7 +84,14 @@ class MegatronActor:
         from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
         from mindspeed_rl.models.gpt_builder import build_gpt_model
+        from mindspeed_rl.platform.device import device_type
 
+        if model_config.moe_grouped_gemm and device_type() == "cpu":
+            # GroupedMLP needs a grouped-GEMM kernel; checkpoints in either layout load into the
+            # per-expert model (checkpoint/expert_layout.py)
+            logger.info("moe_grouped_gemm: no grouped GEMM on CPU, building per-expert MLPs")
+            model_config = model_config.model_copy(update={"moe_grouped_gemm": False})
+        self.model_config = model_config  # the architecture actually built
         self.rl = rl_config
         self.temperature = temperature  # of the rollout: log-probs of logits / temperature
         self.actor_config = actor_config

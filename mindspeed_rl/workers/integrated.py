@@ -117,7 +117,7 @@ class IntegratedWorker:
             )  # fmt: skip
             if full:
                 self.actor_version = resume["actor_version"]
-        self.mapping = WeightMapping(config.model, hf_config.vocab_size, self.layout)
+        self.mapping = WeightMapping(self.actor.model_config, hf_config.vocab_size, self.layout)
         self.offloader = TrainStateOffloader(
             self.actor.model,
             self.actor.optimizer,

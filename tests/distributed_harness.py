@@ -22,8 +22,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def rendezvous(name: str) -> str:
+    """A file rendezvous for one (re-)initialisation inside a spawned test: unlike a TCP port it
+    cannot collide with sockets of an earlier process group."""
+    return f"file://{os.path.join(os.environ['TEST_RENDEZVOUS_DIR'], name)}"
+
+
 def _entry(local_rank: int, fn: Callable, world_size: int, port: int, out_dir: str, args: tuple):
     os.environ.update(
+        TEST_RENDEZVOUS_DIR=out_dir,
         RANK=str(local_rank),
         LOCAL_RANK=str(local_rank),
         WORLD_SIZE=str(world_size),

@@ -57,11 +57,13 @@ def init_distributed(
     master_port: int | None = None,
     seed: int = 1234,
     timeout_minutes: int = 30,
+    init_method: str | None = None,
 ) -> None:
     """Initialise torch.distributed, Megatron's parallel state and all seeds for this rank.
 
     Seeds follow Megatron's convention: python / numpy / torch get ``seed + 100 * pp_rank`` and
-    ``model_parallel_cuda_manual_seed`` sets the tensor-parallel RNG tracker.
+    ``model_parallel_cuda_manual_seed`` sets the tensor-parallel RNG tracker. ``init_method``
+    (e.g. ``file:///tmp/rendezvous``) replaces the MASTER_ADDR / MASTER_PORT rendezvous.
     """
     prepare_megatron()
     from megatron.core import parallel_state, tensor_parallel
@@ -80,6 +82,7 @@ def init_distributed(
             kwargs["device_id"] = torch_device
         torch.distributed.init_process_group(
             backend=device.dist_backend(),
+            init_method=init_method,
             rank=rank,
             world_size=world_size,
             timeout=datetime.timedelta(minutes=timeout_minutes),

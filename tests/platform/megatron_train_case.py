@@ -7,11 +7,10 @@ purpose, independently of mindspeed_rl.models, so that it checks Megatron on CPU
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from mindspeed_rl.platform.distributed import ParallelLayout, destroy_distributed, init_distributed
+from tests.distributed_harness import rendezvous
 
 VOCAB, SEQ, HIDDEN, FFN, HEADS, GROUPS, LAYERS = 64, 16, 32, 64, 4, 2, 4
 GLOBAL_BATCH, STEPS, LR = 4, 3, 1e-2
@@ -126,7 +125,7 @@ def _forward_step(data_iterator, model):
 
 
 def train(
-    layout: ParallelLayout, distributed_optimizer: bool, full: dict | None, port_offset: int = 0
+    layout: ParallelLayout, distributed_optimizer: bool, full: dict | None, run_index: int = 0
 ) -> dict:
     """Train STEPS steps in ``layout``; returns the per-step loss (DP-averaged) and full weights
     when ``full`` is None (the reference run, TP=PP=1)."""
@@ -140,8 +139,8 @@ def train(
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     tp, pp = layout.tensor_model_parallel_size, layout.pipeline_model_parallel_size
-    # a fresh store port per re-initialisation: a peer must never read the previous store's keys
-    init_distributed(layout, seed=1234, master_port=int(os.environ["MASTER_PORT"]) + port_offset)
+    # a fresh rendezvous per re-initialisation: a peer must never read the previous store's keys
+    init_distributed(layout, seed=1234, init_method=rendezvous(f"train{run_index}"))
     try:
         model = _model(tp, pp)
         initial = None

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from mindspeed_rl.config.schema import MegatronConfig, ModelConfig, RLConfig
 from mindspeed_rl.platform.distributed import ParallelLayout, destroy_distributed, init_distributed
+from tests.distributed_harness import rendezvous
 
 MODEL = ModelConfig(
     num_layers=2, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4,
@@ -35,13 +34,11 @@ def mini_batch() -> dict[str, torch.Tensor]:
     }
 
 
-def _grads(dp_rank: int, dp: int, micro_batch_size: int, port_offset: int) -> dict:
+def _grads(dp_rank: int, dp: int, micro_batch_size: int, run_index: int) -> dict:
     from mindspeed_rl.workers.actor import MegatronActor, UpdateBatch
     from mindspeed_rl.workers.rows import to_megatron_rows
 
-    init_distributed(
-        ParallelLayout(), seed=5, master_port=int(os.environ["MASTER_PORT"]) + port_offset
-    )
+    init_distributed(ParallelLayout(), seed=5, init_method=rendezvous(f"grads{run_index}"))
     try:
         rl = RLConfig(
             actor_resource={"num_npus": dp}, n_samples_per_prompt=2, max_prompt_length=PROMPT,
@@ -76,16 +73,16 @@ def _grads(dp_rank: int, dp: int, micro_batch_size: int, port_offset: int) -> di
 
 def run_dp1(rank: int, world_size: int) -> dict:
     return {
-        "whole": _grads(0, 1, micro_batch_size=BATCH, port_offset=0),
-        "mbs1": _grads(0, 1, micro_batch_size=1, port_offset=1),
-        "uneven": _grads(0, 1, micro_batch_size=3, port_offset=2),
+        "whole": _grads(0, 1, micro_batch_size=BATCH, run_index=0),
+        "mbs1": _grads(0, 1, micro_batch_size=1, run_index=1),
+        "uneven": _grads(0, 1, micro_batch_size=3, run_index=2),
     }
 
 
 def run_dp2(rank: int, world_size: int) -> dict:
     return {
-        "whole": _grads(rank, 2, micro_batch_size=BATCH // 2, port_offset=0),
-        "mbs1": _grads(rank, 2, micro_batch_size=1, port_offset=1),
+        "whole": _grads(rank, 2, micro_batch_size=BATCH // 2, run_index=0),
+        "mbs1": _grads(rank, 2, micro_batch_size=1, run_index=1),
     }
 
 

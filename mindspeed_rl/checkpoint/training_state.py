@@ -197,6 +197,11 @@ def load_rank(
     if mismatch:
         raise ValueError(f"{path}: does not fit the model: " + "; ".join(mismatch[:5]))
     actor.module.load_state_dict({k: state[k] for k in own}, strict=False)
+    if not load_optim:
+        # the optimizer copied its fp32 main weights from the freshly initialised model when it
+        # was built; without optimizer state they must be refreshed from the loaded weights (what
+        # Megatron-LM's load_checkpoint does), or the first step writes init + update back
+        actor.optimizer.reload_model_params()
     if load_optim:
         if "optimizer" not in payload:
             raise ValueError(f"{path}: saved without optimizer state; set no_load_optim: true")

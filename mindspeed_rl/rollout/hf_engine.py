@@ -90,7 +90,7 @@ class HFRolloutEngine:
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> RolloutOutput:
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
-        generator = torch.Generator(device="cpu")
+        generator = torch.Generator(device=self.device)  # multinomial samples where the logits are
         if params.seed is not None:
             generator.manual_seed(params.seed)
         else:

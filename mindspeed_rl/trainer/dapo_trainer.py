@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 import uuid
 
@@ -228,6 +229,8 @@ class DAPOTrainer:
             self.config.rl_config.actor_forward_micro_batch_size
             or self.config.actor.micro_batch_size
         )
+        # every micro-batch of a pipeline schedule must have the same size
+        mbs = math.gcd(mbs, len(order[0]))
         per_rank = [(_rows_subset(rows, order[info["dp_rank"]]), mbs) for info in self.info]
         results = self.workers.call("compute_log_prob", per_rank=per_rank)
         out = torch.zeros_like(batch["rollout_log_probs"])

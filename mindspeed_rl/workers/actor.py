@@ -57,6 +57,22 @@ class UpdateBatch:
             ),
         )
 
+    def to(self, device: torch.device) -> UpdateBatch:
+        """The per-token tensors on ``device`` (rows stay on the host: the schedule moves them)."""
+        return UpdateBatch(
+            self.rows,
+            *(
+                None if t is None else t.to(device)
+                for t in (
+                    self.loss_mask,
+                    self.advantages,
+                    self.old_log_probs,
+                    self.rollout_log_probs,
+                    self.ref_log_probs,
+                )
+            ),
+        )
+
     def micro_batches(self, size: int) -> Iterator[UpdateBatch]:
         for start in range(0, len(self), size):
             yield self.slice(start, start + size)
@@ -84,7 +100,7 @@ class MegatronActor:
         from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
         from mindspeed_rl.models.gpt_builder import build_gpt_model
-        from mindspeed_rl.platform.device import device_type
+        from mindspeed_rl.platform.device import current_device, device_type
 
         if model_config.moe_grouped_gemm and device_type() == "cpu":
             # GroupedMLP needs a grouped-GEMM kernel; checkpoints in either layout load into the
@@ -92,6 +108,7 @@ class MegatronActor:
             logger.info("moe_grouped_gemm: no grouped GEMM on CPU, building per-expert MLPs")
             model_config = model_config.model_copy(update={"moe_grouped_gemm": False})
         self.model_config = model_config  # the architecture actually built
+        self.device = current_device()  # batches arrive on the host from the driver
         self.rl = rl_config
         self.temperature = temperature  # of the rollout: log-probs of logits / temperature
         self.actor_config = actor_config
@@ -156,9 +173,15 @@ class MegatronActor:
         loss function of micro-batch i (called on the last pipeline stage only)."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
+        device = self.device
+
         def forward_step(data_iterator, model):
             index, micro = next(data_iterator)
-            output = model(micro.tokens, micro.position_ids(), micro.causal_mask())
+            output = model(
+                micro.tokens.to(device),
+                micro.position_ids().to(device),
+                micro.causal_mask().to(device),
+            )
             return output, loss_func_for(index)
 
         return get_forward_backward_func()(
@@ -173,8 +196,9 @@ class MegatronActor:
 
     def _response_log_probs(self, logits, rows: MegatronRows, with_entropy: bool):
         lp, entropy = token_log_probs(
-            logits[:, :-1], rows.tokens[:, 1:], self.temperature, with_entropy=with_entropy
-        )
+            logits[:, :-1], rows.tokens[:, 1:].to(logits.device), self.temperature,
+            with_entropy=with_entropy,
+        )  # fmt: skip
         return rows.response_values(lp), (
             rows.response_values(entropy) if entropy is not None else None
         )
@@ -200,7 +224,7 @@ class MegatronActor:
         outputs = self._schedule(micros, loss_func_for, forward_only=True)
         if not parallel_state.is_pipeline_last_stage():
             return None
-        return torch.cat([o["log_probs"] for o in outputs], dim=0)
+        return torch.cat([o["log_probs"] for o in outputs], dim=0).cpu()
 
     def backward_mini_batch(self, batch: UpdateBatch, micro_batch_size: int) -> dict[str, float]:
         """Forward + backward of one mini-batch (this DP rank's share); gradients accumulate in
@@ -212,14 +236,14 @@ class MegatronActor:
         micros = list(batch.micro_batches(micro_batch_size))
         dp_size = parallel_state.get_data_parallel_world_size()
         denominator = sum(loss_denominator(m.loss_mask, self.loss_agg_mode) for m in micros)
-        denominator = torch.as_tensor(denominator, dtype=torch.float32)
+        denominator = torch.as_tensor(denominator, dtype=torch.float32, device=self.device)
         torch.distributed.all_reduce(denominator, group=parallel_state.get_data_parallel_group())
         # the schedule divides each micro-batch loss by len(micros); DDP averages over DP
         undo_megatron_scaling = len(micros) * dp_size
         rl = self.rl
 
         def loss_func_for(index: int):
-            micro = micros[index]
+            micro = micros[index].to(self.device)
 
             def loss_func(logits):
                 lp, entropy = self._response_log_probs(logits, micro.rows, with_entropy=True)

@@ -93,7 +93,8 @@ class WorkerGroup:
                 ),
                 runtime_env={**(runtime_env or {}), "env_vars": env_vars},
                 max_restarts=0,
-                max_concurrency=2,  # a second thread answers health checks while a call runs
+                # one thread: set_device() binds the calling thread, so every call must run on it
+                max_concurrency=1,
             )
             self.workers.append(remote_cls.options(**options).remote(placement.rank))
         self.world_size = world_size

@@ -41,9 +41,6 @@ class IntegratedWorker:
             port = s.getsockname()[1]
         return ray.util.get_node_ip_address(), port
 
-    def ping(self) -> int:
-        return self.rank
-
     def setup(
         self,
         config: RunConfig,
@@ -63,7 +60,7 @@ class IntegratedWorker:
         from megatron.core import parallel_state as ps
 
         from mindspeed_rl.models.param_mapping import WeightMapping
-        from mindspeed_rl.platform.device import device_type
+        from mindspeed_rl.platform.device import current_device, device_type
         from mindspeed_rl.platform.megatron_setup import prepare_megatron
         from mindspeed_rl.rollout.factory import engine_kind
         from mindspeed_rl.workers.actor import MegatronActor
@@ -135,6 +132,7 @@ class IntegratedWorker:
                     "(each rank generates with a whole model)"
                 )
             model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+            model.to(current_device())
             self.engine = HFRolloutEngine(
                 model, self.eos_token_ids, self.pad_token_id, max_num_seqs=gen.max_num_seqs
             )

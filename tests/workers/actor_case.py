@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from mindspeed_rl.config.schema import MegatronConfig, ModelConfig, RLConfig
@@ -125,5 +127,44 @@ def run_offload(rank: int, world_size: int) -> dict:
             "step_ok": ok,
             "grad_restored": [b.grad_data.untyped_storage().size() for b in actor.model.buffers],
         }
+    finally:
+        destroy_distributed()
+
+
+def run_bf16_weights_survive_a_step(rank: int, world_size: int) -> dict:
+    """bf16 actor started from checkpoint weights without optimizer state: a zero-gradient step
+    must keep the loaded weights (the fp32 main copy is refreshed from them)."""
+    import tempfile
+
+    from mindspeed_rl.checkpoint.mcore_layout import ShardLayout, save_shard, write_tracker
+    from mindspeed_rl.checkpoint.training_state import load_rank
+    from mindspeed_rl.workers.actor import MegatronActor, UpdateBatch
+    from mindspeed_rl.workers.rows import to_megatron_rows
+
+    init_distributed(ParallelLayout(), seed=5, init_method=rendezvous("bf16"))
+    try:
+        rl = RLConfig(actor_resource={"num_npus": 1}, n_samples_per_prompt=2,
+                      max_prompt_length=PROMPT, mini_batch_size=4)  # fmt: skip
+        cfg = MegatronConfig(model="tiny", global_batch_size=4, seq_length=32, train_iters=1,
+                             lr=1e-2, bf16=True)  # fmt: skip
+        actor = MegatronActor(MODEL, cfg, rl, ParallelLayout(), 1, params_dtype=torch.bfloat16)
+        own = {k: v for k, v in actor.module.state_dict().items() if "_extra" not in k}
+        loaded = {k: (v.float() + 0.5).to(v.dtype) for k, v in own.items()}
+        with tempfile.TemporaryDirectory() as root:
+            save_shard(
+                Path(root) / "release" / "mp_rank_00" / "model_optim_rng.pt", loaded,
+                ShardLayout(),
+            )  # fmt: skip
+            write_tracker(root, "release")
+            load_rank(actor, root, "release", ShardLayout(), (0, 0, 0), False, False)
+        data = mini_batch()
+        rows = to_megatron_rows(data["prompts"], data["prompt_mask"], data["responses"],
+                                data["response_mask"], 0)  # fmt: skip
+        zero = torch.zeros_like(data["advantages"])
+        actor.zero_grad()
+        actor.backward_mini_batch(UpdateBatch(rows, data["response_mask"], zero, None), BATCH)
+        ok, _ = actor.step()
+        after = {k: v for k, v in actor.module.state_dict().items() if "_extra" not in k}
+        return {"ok": ok, "kept": all(torch.equal(after[k], loaded[k]) for k in loaded)}
     finally:
         destroy_distributed()

@@ -41,3 +41,8 @@ def test_offload_and_reload_keep_the_training_state():
     assert result["freed"] and all(size == 0 for size in result["freed"])
     assert all(size > 0 for size in result["grad_restored"])
     assert result["same"] and result["step_ok"]
+
+
+def test_bf16_actor_keeps_loaded_weights_without_optimizer_state():
+    result = run_distributed(actor_case.run_bf16_weights_survive_a_step, 1)[0]
+    assert result["ok"] and result["kept"]

@@ -159,19 +159,18 @@ def resolve_iteration(root: str | Path, iteration: int | None) -> int:
     return int(found)
 
 
-def load_rank(
-    actor,
+def load_model(
+    module: torch.nn.Module,
     root: str | Path,
     iteration: int | str,
     layout: ShardLayout,
     position: tuple[int, int, int],
-    load_optim: bool,
-    load_rng: bool,
 ) -> dict[str, Any]:
-    """Restore this rank from ``root``'s ``iteration`` ('release' for converted weights): the
-    model always, the optimizer / LR schedule and the RNG when asked. The checkpoint's TP / PP / EP
-    layout and every parameter shape must fit the run; a mismatch names both."""
-    files = mcore_layout.find_checkpoint(root, num_layers=actor.module.config.num_layers)
+    """Load this rank's model weights from ``root``'s ``iteration`` ('release' for converted
+    weights); returns the shard's payload. The checkpoint's TP / PP / EP layout and every parameter
+    shape must fit the model (a mismatch names both); MoE experts are re-laid out when the
+    checkpoint's expert layout (grouped GEMM or per expert) differs from the model's."""
+    files = mcore_layout.find_checkpoint(root, num_layers=module.config.num_layers)
     if (files.layout.tp, files.layout.pp, files.layout.ep) != (layout.tp, layout.pp, layout.ep):
         raise ValueError(
             f"{root}: checkpoint layout TP={files.layout.tp} PP={files.layout.pp} "
@@ -180,9 +179,9 @@ def load_rank(
         )
     path = mcore_layout.shard_path(root, iteration, *position, layout)
     payload = mcore_layout.load_shard(path, mmap=False)
-    own = {k: v for k, v in actor.module.state_dict().items() if not k.endswith("_extra_state")}
+    own = {k: v for k, v in module.state_dict().items() if not k.endswith("_extra_state")}
     state = payload["model"]
-    config = actor.module.config
+    config = module.config
     if getattr(config, "num_moe_experts", None):
         # a grouped-GEMM checkpoint on a per-expert model (CPU) or the reverse: same TP shard of
         # the same local experts, re-laid out in place; a wrong expert count is named here
@@ -196,12 +195,24 @@ def load_rank(
     ]
     if mismatch:
         raise ValueError(f"{path}: does not fit the model: " + "; ".join(mismatch[:5]))
-    actor.module.load_state_dict({k: state[k] for k in own}, strict=False)
-    if not load_optim:
-        # the optimizer copied its fp32 main weights from the freshly initialised model when it
-        # was built; without optimizer state they must be refreshed from the loaded weights (what
-        # Megatron-LM's load_checkpoint does), or the first step writes init + update back
-        actor.optimizer.reload_model_params()
+    module.load_state_dict({k: state[k] for k in own}, strict=False)
+    payload["path"] = str(path)
+    return payload
+
+
+def load_rank(
+    actor,
+    root: str | Path,
+    iteration: int | str,
+    layout: ShardLayout,
+    position: tuple[int, int, int],
+    load_optim: bool,
+    load_rng: bool,
+) -> dict[str, Any]:
+    """Restore the actor of this rank: the model (``load_model``) always, the optimizer / LR
+    schedule and the RNG when asked."""
+    payload = load_model(actor.module, root, iteration, layout, position)
+    path = Path(payload["path"])
     if load_optim:
         if "optimizer" not in payload:
             raise ValueError(f"{path}: saved without optimizer state; set no_load_optim: true")
@@ -209,6 +220,11 @@ def load_rank(
         if actor.actor_config.use_distributed_optimizer:
             actor.optimizer.load_parameter_state(str(path.parent / DISTRIB_OPTIM))
         actor.scheduler.load_state_dict(payload["opt_param_scheduler"])
+    else:
+        # the optimizer copied its fp32 main weights from the freshly initialised model when it
+        # was built; without optimizer state they must be refreshed from the loaded weights (what
+        # Megatron-LM's load_checkpoint does), or the first step writes init + update back
+        actor.optimizer.reload_model_params()
     if load_rng:
         if "rng_state" not in payload:
             raise ValueError(f"{path}: saved without RNG state; set no_load_rng: true")

@@ -2,13 +2,12 @@
 
 Pure re-layouts on tensors of unique values (a wrong transpose or expert order shows), the same
 against the HF <-> Megatron mapping in every TP / EP shard, checkpoints through the converter
-(bit-identical), expert-count errors, and a grouped EP=2 checkpoint loaded by ``load_rank`` into
+(bit-identical), expert-count errors, and a grouped EP=2 checkpoint loaded by ``load_model`` into
 the per-expert GPTModel on CPU computing transformers' logits.
 """
 
 import logging
 import os
-import types
 
 import pytest
 import torch
@@ -204,7 +203,7 @@ def test_load_rank_packs_a_per_expert_checkpoint_into_a_grouped_model(
     tiny_models, tmp_path, caplog
 ):
     from mindspeed_rl.checkpoint.hf_to_mcore import SafetensorsSource
-    from mindspeed_rl.checkpoint.training_state import load_rank
+    from mindspeed_rl.checkpoint.training_state import load_model
     from mindspeed_rl.models.gpt_builder import transformer_config
 
     assert _hf_to_mg(tiny_models["qwen3_moe"], tmp_path / "mg", 1, 1) == 0
@@ -214,11 +213,8 @@ def test_load_rank_packs_a_per_expert_checkpoint_into_a_grouped_model(
         iter_mcore_shard(WeightMapping(model, vocab), SafetensorsSource(tiny_models["qwen3_moe"]))
     )
     module = _module_with(expected, transformer_config(model))
-    actor = types.SimpleNamespace(module=module)
     with caplog.at_level(logging.INFO, logger="mindspeed_rl.checkpoint.expert_layout"):
-        load_rank(
-            actor, tmp_path / "mg", "release", mcore_layout.ShardLayout(), (0, 0, 0), False, False
-        )
+        load_model(module, tmp_path / "mg", "release", mcore_layout.ShardLayout(), (0, 0, 0))
     lines = [r.getMessage() for r in caplog.records if "converted on load" in r.getMessage()]
     assert len(lines) == 1 and "per-expert" in lines[0] and "grouped" in lines[0]
     loaded = module.state_dict()
@@ -227,14 +223,14 @@ def test_load_rank_packs_a_per_expert_checkpoint_into_a_grouped_model(
         assert torch.equal(loaded[name], tensor), name
 
 
-# --- grouped checkpoint -> per-expert GPTModel on CPU (load_rank) -> logits vs transformers ----
+# --- grouped checkpoint -> per-expert GPTModel on CPU (load_model) -> logits vs transformers ----
 
 
 def _load_grouped_and_forward(rank: int, world_size: int, root, model, tokens):
     from megatron.core import parallel_state as ps
 
     from mindspeed_rl.checkpoint.logits_check import causal_mask
-    from mindspeed_rl.checkpoint.training_state import load_rank
+    from mindspeed_rl.checkpoint.training_state import load_model
     from mindspeed_rl.models.gpt_builder import build_gpt_model, with_sequential_experts
     from mindspeed_rl.platform.distributed import destroy_distributed, init_distributed
 
@@ -248,8 +244,7 @@ def _load_grouped_and_forward(rank: int, world_size: int, root, model, tokens):
             with_sequential_experts(model), layout, moe_token_dispatcher_type="allgather"
         )
         position = (0, 0, ps.get_expert_model_parallel_rank())
-        actor = types.SimpleNamespace(module=gpt)
-        load_rank(actor, root, "release", mcore_layout.ShardLayout(1, 1, 2), position, False, False)
+        load_model(gpt, root, "release", mcore_layout.ShardLayout(1, 1, 2), position)
         gpt.eval()
         batch, seq = tokens.shape
         positions = torch.arange(seq).unsqueeze(0).expand(batch, seq)

@@ -9,7 +9,7 @@ stage gathers its vocabulary-parallel logits over TP. The Hugging Face side is
 absolute difference, the same relative to the largest |logit|, and top-1 agreement.
 
 Grouped-GEMM expert checkpoints are run as ``SequentialMLP`` (same shards, re-laid out by
-``param_mapping.sequential_from_grouped``), since no grouped GEMM kernel exists on CPU.
+``expert_layout.to_sequential`` through ``training_state.load_model``), since no grouped GEMM kernel exists on CPU.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def megatron_rank_logits(
 ) -> torch.Tensor | None:
     """Run the Megatron side on this rank; returns ``[B, S, vocab]`` logits on the one rank
     that reports them (last stage, TP rank 0, DP rank 0), None elsewhere."""
+    from mindspeed_rl.checkpoint.training_state import load_model
     from mindspeed_rl.models.gpt_builder import build_gpt_model, with_sequential_experts
-    from mindspeed_rl.models.param_mapping import sequential_from_grouped
     from mindspeed_rl.platform.device import device_type
     from mindspeed_rl.platform.distributed import (
         ParallelLayout,
@@ -100,14 +100,8 @@ def megatron_rank_logits(
             # maybe_move_tensor_to_cpu); the allgather dispatcher computes the same outputs.
             overrides["moe_token_dispatcher_type"] = "allgather"
         model = build_gpt_model(with_sequential_experts(case.model), layout, **overrides)
-        path = case.files.path(tp_rank, pp_rank, ep_rank)
-        state = mcore_layout.load_shard(path, mmap=False)["model"]
-        if case.model.moe_grouped_gemm:
-            state = sequential_from_grouped(state, case.model.num_experts // lay.ep)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.endswith("._extra_state")]
-        if missing or unexpected:
-            raise ValueError(f"{path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        # the training load path: shapes checked, grouped experts re-laid out per expert
+        load_model(model, case.files.root, case.files.iteration, lay, (tp_rank, pp_rank, ep_rank))
         model.eval()
         return _forward(model, case, ps)
     finally:

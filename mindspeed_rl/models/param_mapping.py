@@ -447,26 +447,3 @@ def iter_hf_weights(
         if tied and param.name == "output_layer.weight":
             continue
         yield from mapping.merge(param, [shard[param.name] for shard in tp_shards])
-
-
-def sequential_from_grouped(
-    state: Mapping[str, torch.Tensor], num_local_experts: int
-) -> dict[str, torch.Tensor]:
-    """One rank's state dict with ``GroupedMLP`` experts rewritten as ``SequentialMLP`` ones.
-
-    ``mlp.experts.weight1/weight2`` become ``mlp.experts.local_experts.N.linear_fc1/fc2.weight``
-    (same TP shard, no data moves between ranks): lets a grouped-GEMM checkpoint run where no
-    grouped GEMM kernel exists (CPU), e.g. for the logits check.
-    """
-    result: dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        prefix, _, leaf = name.rpartition("mlp.experts.")
-        if leaf == "weight1":
-            for e, w in enumerate(tl.unpack_grouped_fc1(tensor, num_local_experts)):
-                result[f"{prefix}mlp.experts.local_experts.{e}.linear_fc1.weight"] = w
-        elif leaf == "weight2":
-            for e, w in enumerate(tl.unpack_grouped_fc2(tensor, num_local_experts)):
-                result[f"{prefix}mlp.experts.local_experts.{e}.linear_fc2.weight"] = w
-        else:
-            result[name] = tensor
-    return result

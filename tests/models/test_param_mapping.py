@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from mindspeed_rl.checkpoint.expert_layout import ExpertShapes, to_sequential
 from mindspeed_rl.models.hf_config import model_config_from_hf
 from mindspeed_rl.models.param_mapping import (
     DictSource,
@@ -10,7 +11,6 @@ from mindspeed_rl.models.param_mapping import (
     WeightMapping,
     iter_hf_weights,
     iter_mcore_shard,
-    sequential_from_grouped,
 )
 from mindspeed_rl.platform.distributed import ParallelLayout
 from tests.models import tiny_hf
@@ -138,7 +138,7 @@ def test_grouped_experts_rewrite_to_sequential_shards():
         for tp in range(2):
             g = dict(iter_mcore_shard(grouped, source, tp, 0, ep))
             s = dict(iter_mcore_shard(sequential, source, tp, 0, ep))
-            rewritten = sequential_from_grouped(g, num_local_experts=2)
+            rewritten = to_sequential(g, ExpertShapes.from_model(model, tp=2, ep=2))
             assert rewritten.keys() == s.keys()
             assert all(torch.equal(rewritten[k], s[k]) for k in s)
 

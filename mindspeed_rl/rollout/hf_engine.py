@@ -153,10 +153,8 @@ class HFRolloutEngine:
         lengths, tokens, token_lp = lengths.cpu(), tokens.cpu(), token_lp.cpu()
         sequences = [tokens[i, : lengths[i]].tolist() for i in range(batch)]
         log_probs = [token_lp[i, : lengths[i]] for i in range(batch)]
+        eos_ids = set(self.eos_token_ids.tolist())
         reasons: list[FinishReason] = [
-            "stop"
-            if sequences[i] and sequences[i][-1] in set(self.eos_token_ids.tolist())
-            else "length"
-            for i in range(batch)
+            "stop" if seq and seq[-1] in eos_ids else "length" for seq in sequences
         ]
         return sequences, log_probs, reasons

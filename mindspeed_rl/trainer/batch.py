@@ -98,7 +98,7 @@ def update_batch(batch: TensorDict, index: torch.Tensor, rows: MegatronRows) -> 
     """One DP rank's ``UpdateBatch`` (rows ``index`` of the batch)."""
     old = batch.get("old_log_probs", None)
     return UpdateBatch(
-        MegatronRows(rows.tokens[index], rows.response_start[index], rows.response_width),
+        rows.select(index),
         batch["loss_mask"][index],
         batch["advantages"][index],
         old[index] if old is not None else None,

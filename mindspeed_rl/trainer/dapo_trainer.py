@@ -134,7 +134,7 @@ class DAPOTrainer:
             "metrics": scores.metrics,
         }
 
-    def _generation_round(self, salt: int) -> tuple[TensorDict, dict]:
+    def _generation_round(self, salt: int) -> TensorDict:
         rl = self.config.rl_config
         prompts = self.loader.next_batch()
         self._iteration_prompts.extend(prompts.indices)
@@ -145,7 +145,7 @@ class DAPOTrainer:
             ids, prompts.texts("labels"), uids, out, pad_token_id=self.pad,
             max_prompt_length=rl.max_prompt_length, max_response_length=rl.rollout_max_tokens,
         )  # fmt: skip
-        return batch, out
+        return batch
 
     def collect_batch(self, timer: Timer) -> tuple[TensorDict, dict[str, float]]:
         """Generation batches until dynamic sampling has its prompts (or one batch without it)."""
@@ -154,7 +154,7 @@ class DAPOTrainer:
         rounds = 0
         while True:
             with timer.phase("gen"):
-                batch, _ = self._generation_round(self.iteration * 1000 + rounds)
+                batch = self._generation_round(self.iteration * 1000 + rounds)
             with timer.phase("reward"):
                 scored = self._score(batch)
             rounds += 1
@@ -231,7 +231,7 @@ class DAPOTrainer:
         )
         # every micro-batch of a pipeline schedule must have the same size
         mbs = math.gcd(mbs, len(order[0]))
-        per_rank = [(_rows_subset(rows, order[info["dp_rank"]]), mbs) for info in self.info]
+        per_rank = [(rows.select(order[info["dp_rank"]]), mbs) for info in self.info]
         results = self.workers.call("compute_log_prob", per_rank=per_rank)
         out = torch.zeros_like(batch["rollout_log_probs"])
         for info, lp in zip(self.info, results):
@@ -414,9 +414,3 @@ def _interleave(outputs: list, num_prompts: int, pad_token_id: int):
             reasons.append(why)
             index.append(p)
     return pack_responses(sequences, log_probs, reasons, index, pad_token_id)
-
-
-def _rows_subset(rows, index: torch.Tensor):
-    from mindspeed_rl.workers.rows import MegatronRows
-
-    return MegatronRows(rows.tokens[index], rows.response_start[index], rows.response_width)

@@ -42,9 +42,8 @@ class UpdateBatch:
 
     def slice(self, start: int, end: int) -> UpdateBatch:
         part = slice(start, end)
-        rows = self.rows
         return UpdateBatch(
-            MegatronRows(rows.tokens[part], rows.response_start[part], rows.response_width),
+            self.rows.select(part),
             *(
                 None if t is None else t[part]
                 for t in (
@@ -212,7 +211,7 @@ class MegatronActor:
         from megatron.core import parallel_state
 
         self.model.eval()
-        micros = list(_split_rows(rows, micro_batch_size))
+        micros = rows.split(micro_batch_size)
 
         def loss_func_for(index: int):
             def loss_func(logits):
@@ -297,9 +296,3 @@ class MegatronActor:
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
-
-
-def _split_rows(rows: MegatronRows, size: int) -> Iterator[MegatronRows]:
-    for start in range(0, rows.tokens.shape[0], size):
-        part = slice(start, start + size)
-        yield MegatronRows(rows.tokens[part], rows.response_start[part], rows.response_width)

@@ -26,6 +26,14 @@ class MegatronRows:
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
         return causal.expand(self.tokens.shape[0], 1, length, length)
 
+    def select(self, index: slice | torch.Tensor) -> MegatronRows:
+        """The rows at ``index`` (a slice or an index tensor)."""
+        return MegatronRows(self.tokens[index], self.response_start[index], self.response_width)
+
+    def split(self, size: int) -> list[MegatronRows]:
+        """Consecutive chunks of ``size`` rows (the last may be smaller)."""
+        return [self.select(slice(i, i + size)) for i in range(0, self.tokens.shape[0], size)]
+
     def position_ids(self) -> torch.Tensor:
         batch, length = self.tokens.shape
         return torch.arange(length).unsqueeze(0).expand(batch, length)

@@ -83,12 +83,13 @@ def iter_synced_weights(
     tied = not mapping.model.untie_embeddings_and_output_weights
 
     for stage in range(mapping.pp):
-        for bucket_index in range(len(mapping.buckets(stage, 0))):
+        stage_buckets = [mapping.buckets(stage, ep_rank) for ep_rank in range(mapping.ep)]
+        for bucket_index in range(len(stage_buckets[0])):
             stage_pairs: list[tuple[str, torch.Tensor]] | None = None
             if my_pp == stage:
                 stage_pairs = []
                 for ep_rank in range(mapping.ep):
-                    bucket = mapping.buckets(stage, ep_rank)[bucket_index]
+                    bucket = stage_buckets[ep_rank][bucket_index]
                     wanted = [p for p in bucket if ep_rank == 0 or _is_expert(p)]
                     pairs = None
                     if my_ep == ep_rank:

@@ -112,6 +112,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--make-vocab-size-divisible-by must be at least 1")
 
 
+def _size(summary) -> str:
+    share = summary.kernel_bytes / summary.bytes if summary.bytes else 0.0
+    return f"{summary.bytes / 2**30:.2f} GiB, {share:.0%} copied file to file"
+
+
 def _convert(args: argparse.Namespace) -> tuple[Path, Path] | None:
     """Run the conversion; returns (mcore dir, hf dir) for --verify."""
     from mindspeed_rl.checkpoint.mcore_layout import ShardLayout
@@ -147,8 +152,7 @@ def _convert(args: argparse.Namespace) -> tuple[Path, Path] | None:
         )
         print(
             f"wrote {summary.files} Megatron shard(s) (TP={layout.tp} PP={layout.pp} "
-            f"EP={layout.ep}, {summary.bytes / 2**30:.2f} GiB) to {args.save_dir} "
-            f"in {summary.seconds:.1f} s"
+            f"EP={layout.ep}, {_size(summary)}) to {args.save_dir} in {summary.seconds:.2f} s"
         )
         return args.save_dir, args.load_dir
     from mindspeed_rl.checkpoint.mcore_to_hf import McoreToHfOptions, convert_mcore_to_hf
@@ -165,8 +169,8 @@ def _convert(args: argparse.Namespace) -> tuple[Path, Path] | None:
         )
     )
     print(
-        f"wrote {summary.files} safetensors shard(s) ({summary.bytes / 2**30:.2f} GiB) to "
-        f"{args.save_dir} in {summary.seconds:.1f} s"
+        f"wrote {summary.files} safetensors shard(s) ({_size(summary)}) to {args.save_dir} "
+        f"in {summary.seconds:.2f} s"
     )
     return args.load_dir, args.save_dir
 

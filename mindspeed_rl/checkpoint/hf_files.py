@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import shutil
 from pathlib import Path
 
 import torch
+
+from mindspeed_rl.checkpoint.file_blocks import BlockWriter, MappedFiles, blocks_nbytes
+from mindspeed_rl.models.tensor_layouts import Block, blocks_shape
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -51,35 +55,6 @@ _DTYPES = {
 _DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
 
-def compact(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` if it owns exactly its storage, else a contiguous copy.
-
-    ``torch.save`` writes a view's whole underlying storage and ``safetensors`` refuses tensors
-    that share memory, so every tensor is made compact before it is written.
-    """
-    storage_bytes = tensor.untyped_storage().nbytes()
-    own = tensor.numel() * tensor.element_size()
-    if tensor.is_contiguous() and tensor.storage_offset() == 0 and storage_bytes == own:
-        return tensor
-    return tensor.contiguous().clone()
-
-
-_MADV_POPULATE_READ = 22  # Linux >= 5.14: fault a range in with one call instead of per page
-_can_populate = True
-
-
-def _populate(mapped: mmap.mmap, offset: int, length: int) -> None:
-    """Map the pages of ``[offset, offset + length)`` in one go (a speed-up only)."""
-    global _can_populate
-    if not _can_populate or length <= 0:
-        return
-    start = offset - offset % mmap.PAGESIZE
-    try:
-        mapped.madvise(_MADV_POPULATE_READ, start, min(len(mapped), offset + length) - start)
-    except (OSError, ValueError, AttributeError):
-        _can_populate = False
-
-
 class _SafetensorsFile:
     """One safetensors file: its header, parsed and checked, and a lazily opened memory map.
 
@@ -89,8 +64,9 @@ class _SafetensorsFile:
     truncated file is caught before anything is converted.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, regions: MappedFiles) -> None:
         self.path = path
+        self._regions = regions
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(8)
@@ -130,6 +106,8 @@ class _SafetensorsFile:
                 # private (copy-on-write) mapping: writable for torch.frombuffer, shares the
                 # page cache until written, which never happens
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            start = torch.frombuffer(self._map, dtype=torch.uint8, count=1).data_ptr()
+            self._regions.add(start, len(self._map), self.path, self._map)
         dtype, shape, begin = self.entries[name]
         row_numel = torch.Size(shape[1:]).numel()
         first, last = (0, shape[0]) if rows is None else rows.indices(shape[0])[:2]
@@ -137,7 +115,6 @@ class _SafetensorsFile:
             first, last = 0, 1
         offset = self.data_start + begin + first * row_numel * dtype.itemsize
         count = (last - first) * row_numel
-        _populate(self._map, offset, count * dtype.itemsize)
         flat = torch.frombuffer(self._map, dtype=dtype, count=count, offset=offset)
         return flat.view((last - first, *shape[1:]) if shape else ())
 
@@ -153,10 +130,10 @@ class _SafetensorsFile:
 class SafetensorsSource:
     """A ``param_mapping.TensorSource`` over a Hugging Face model directory.
 
-    Tensors (or the contiguous row range a TP rank needs) are returned as zero-copy views on a
-    memory map of the file, so ``torch.save`` writes them straight from the page cache; only
-    column slices and fused tensors are copied. :meth:`release` unmaps the files (call it once
-    the tensors read so far are written), which keeps resident memory near one output shard.
+    Tensors (or the rows / columns a TP rank needs) are returned as zero-copy views on a
+    memory map of the file, registered in :attr:`regions` so that a ``file_blocks.BlockWriter``
+    copies their bytes file to file. :meth:`release` unmaps the files (call it once the tensors
+    read so far are written), which keeps resident memory near one output shard.
 
     Raises ValueError naming the file for a missing index / shard, a truncated or corrupt
     safetensors file, or a directory holding only ``pytorch_model*.bin`` weights.
@@ -164,9 +141,10 @@ class SafetensorsSource:
 
     def __init__(self, hf_dir: str | Path) -> None:
         self.dir = Path(hf_dir)
+        self.regions = MappedFiles()
         self._file_of: dict[str, _SafetensorsFile] = {}
         for path in self._weight_files():
-            parsed = _SafetensorsFile(path)
+            parsed = _SafetensorsFile(path, self.regions)
             for name in parsed.entries:
                 if name in self._file_of:
                     raise ValueError(f"{path}: {name} is also in {self._file_of[name].path}")
@@ -215,12 +193,11 @@ class SafetensorsSource:
 
     def read(self, name: str, rows: slice | None = None, cols: slice | None = None) -> torch.Tensor:
         tensor = self._file_of[name].tensor(name, rows)
-        if cols is not None:
-            tensor = tensor[:, cols].contiguous()
-        return tensor
+        return tensor if cols is None else tensor[:, cols]
 
     def release(self) -> None:
         """Unmap every file (tensors still referenced keep their pages until freed)."""
+        self.regions.clear()
         for parsed in set(self._file_of.values()):
             parsed.close()
 
@@ -230,10 +207,11 @@ class ShardedSafetensorsWriter:
 
     The caller announces every tensor up front (name, shape, dtype, in the order it will add
     them), so each shard's header is known before its first tensor arrives and every tensor is
-    written the moment it is produced: nothing is accumulated, memory stays at one tensor. The
-    files are the safetensors format (8-byte header length, JSON header padded to 8 bytes, raw
-    little-endian data) written with plain ``write`` calls, which is several times faster than
-    ``safetensors.torch.save_file`` here; the index is written last.
+    written the moment it is produced: nothing is accumulated. A tensor may be given as row
+    blocks (``WeightMapping.merge_blocks``), which ``block_writer`` writes without assembling
+    them, copying file to file what lies in a mapped input. The files are the safetensors format
+    (8-byte header length, JSON header padded to 8 bytes, raw little-endian data); the index is
+    written last.
     """
 
     def __init__(
@@ -241,8 +219,10 @@ class ShardedSafetensorsWriter:
         out_dir: Path,
         entries: list[tuple[str, tuple[int, ...], torch.dtype]],
         max_shard_bytes: int,
+        block_writer: BlockWriter | None = None,
     ) -> None:
         self.out_dir = out_dir
+        self._writer = block_writer or BlockWriter()
         self._shards: list[list[tuple[str, tuple[int, ...], torch.dtype]]] = [[]]
         size = 0
         for name, shape, dtype in entries:
@@ -258,13 +238,18 @@ class ShardedSafetensorsWriter:
         ]
         self._order = [(i, e) for i, shard in enumerate(self._shards) for e in shard]
         self._next = 0
-        self._handle = None
+        self._fd: int | None = None
+        self._offset = 0
         self._shard = -1
         self.total_bytes = 0
 
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def _open(self, shard: int) -> None:
-        if self._handle is not None:
-            self._handle.close()
+        self._close()
         header, offset = {}, 0
         for name, shape, dtype in self._shards[shard]:
             nbytes = torch.Size(shape).numel() * dtype.itemsize
@@ -277,22 +262,20 @@ class ShardedSafetensorsWriter:
         header["__metadata__"] = {"format": "pt"}
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)
-        self._handle = open(self.files[shard], "wb")
-        self._handle.write(len(raw).to_bytes(8, "little") + raw)
+        self._fd = os.open(self.files[shard], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._offset = os.write(self._fd, len(raw).to_bytes(8, "little") + raw)
         self._shard = shard
 
-    def add(self, name: str, tensor: torch.Tensor) -> None:
+    def add(self, name: str, tensor: torch.Tensor | list[Block]) -> None:
+        blocks = [tensor.detach()] if isinstance(tensor, torch.Tensor) else tensor
         assert self._next < len(self._order), f"{name}: more tensors than announced"
         shard, (expected, shape, dtype) = self._order[self._next]
-        assert (name, tuple(tensor.shape), tensor.dtype) == (expected, shape, dtype), (
-            f"got {name} {list(tensor.shape)} {tensor.dtype}, announced {expected} {list(shape)} "
-            f"{dtype}"
-        )
+        got = (name, blocks_shape(blocks), blocks[0].dtype)
+        assert got == (expected, shape, dtype), f"got {got}, announced {expected} {shape} {dtype}"
         if shard != self._shard:
             self._open(shard)
-        data = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
-        self._handle.write(memoryview(data.numpy()))
-        self.total_bytes += data.numel()
+        self._offset = self._writer.write(self._fd, self._offset, blocks)
+        self.total_bytes += blocks_nbytes(blocks)
         self._next += 1
 
     def finish(self) -> list[Path]:
@@ -300,8 +283,7 @@ class ShardedSafetensorsWriter:
         assert self._next == len(self._order), (
             f"{len(self._order) - self._next} announced tensor(s) were never written"
         )
-        if self._handle is not None:
-            self._handle.close()
+        self._close()
         weight_map = {
             name: self.files[i].name for i, shard in enumerate(self._shards) for name, _, _ in shard
         }

@@ -4,8 +4,10 @@ Every check runs before the first byte is written: the config translates
 (``models.hf_config``), the layout divides (``models.param_mapping``), every tensor the model needs
 is present with its expected shape and nothing unexpected is left over (a conversion that drops
 a tensor silently is how "converted fine but logits differ" happens). Then one output shard
-(TP rank x PP stage x EP rank) at a time is assembled from only the rows / columns it needs and
-written, so peak memory stays near one output shard. Output goes to a temporary sibling of the
+(TP rank x PP stage x EP rank) at a time is written from only the rows / columns it needs: the
+row blocks that lie in the input as they are (most of them) are copied file to file by the
+kernel, the rest is computed through a bounded buffer (``file_blocks``), so peak memory stays
+well below one output shard. Output goes to a temporary sibling of the
 target and is renamed into place at the end (``atomic_dir``).
 
 Each shard also records ``hf_config`` (the source config.json, as JSON text) so that the reverse
@@ -22,9 +24,10 @@ from pathlib import Path
 
 from mindspeed_rl.checkpoint import mcore_layout
 from mindspeed_rl.checkpoint.atomic_dir import atomic_directory, check_target
-from mindspeed_rl.checkpoint.hf_files import SafetensorsSource, compact
+from mindspeed_rl.checkpoint.file_blocks import BlockWriter, blocks_nbytes
+from mindspeed_rl.checkpoint.hf_files import SafetensorsSource
 from mindspeed_rl.models.hf_config import read_hf_config
-from mindspeed_rl.models.param_mapping import WeightMapping, iter_mcore_shard
+from mindspeed_rl.models.param_mapping import WeightMapping
 from mindspeed_rl.platform.distributed import ParallelLayout
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class ConversionSummary:
     files: int
     bytes: int
     seconds: float
+    kernel_bytes: int = 0  # of ``bytes``, copied file to file by the kernel
 
 
 def plan_hf_to_mcore(opts: HfToMcoreOptions) -> tuple[WeightMapping, SafetensorsSource, dict]:
@@ -109,25 +113,27 @@ def convert_hf_to_mcore(opts: HfToMcoreOptions) -> ConversionSummary:
     mapping, source, raw = plan_hf_to_mcore(opts)
     layout = opts.layout
     extra = {"hf_config": json.dumps(raw)}
+    writer = BlockWriter(source.regions)
     total = files = 0
     try:
         with atomic_directory(opts.save_dir, opts.force) as tmp:
             for tp_rank, pp_rank, ep_rank in layout.positions():
-                # compact: a tensor that views a larger buffer must not drag it into the file
-                state = {
-                    name: compact(tensor)
-                    for name, tensor in iter_mcore_shard(mapping, source, tp_rank, pp_rank, ep_rank)
+                blocks = {
+                    param.name: mapping.shard_blocks(param, source, tp_rank)
+                    for param in mapping.params(pp_rank, ep_rank)
                 }
                 path = mcore_layout.shard_path(
                     tmp, mcore_layout.RELEASE, tp_rank, pp_rank, ep_rank, layout
                 )
-                mcore_layout.save_shard(path, state, layout, mcore_layout.RELEASE, extra)
-                total += sum(t.numel() * t.element_size() for t in state.values())
+                mcore_layout.save_shard_blocks(
+                    path, blocks, layout, writer, mcore_layout.RELEASE, extra
+                )
+                total += sum(blocks_nbytes(b) for b in blocks.values())
                 files += 1
-                del state
+                del blocks
                 source.release()
                 logger.info("wrote %s", path.relative_to(tmp))
             mcore_layout.write_tracker(tmp, mcore_layout.RELEASE)
     finally:
         source.release()
-    return ConversionSummary(files, total, time.perf_counter() - start)
+    return ConversionSummary(files, total, time.perf_counter() - start, writer.kernel_bytes)

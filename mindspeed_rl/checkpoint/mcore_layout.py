@@ -30,6 +30,9 @@ from typing import Any
 
 import torch
 
+from mindspeed_rl.checkpoint import file_blocks
+from mindspeed_rl.models import tensor_layouts as tl
+
 TRACKER_FILE = "latest_checkpointed_iteration.txt"
 SHARD_FILE = "model_optim_rng.pt"
 RELEASE = "release"
@@ -131,6 +134,47 @@ def save_shard(
         **(extra or {}),
     }
     _save_without_crc32(payload, path)
+
+
+def save_shard_blocks(
+    path: Path,
+    blocks: dict[str, list[tl.Block]],
+    layout: ShardLayout,
+    writer: file_blocks.BlockWriter,
+    iteration: int | str = RELEASE,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """:func:`save_shard` for a model state given as row blocks (``WeightMapping.shard_blocks``).
+
+    The file is what :func:`save_shard` writes for the assembled tensors, but nothing is
+    assembled: ``torch.save`` writes the structure with each storage left as a hole
+    (``torch.serialization.skip_data``), then ``writer`` fills each tensor's record from its
+    blocks, copying file to file what lies in a mapped input. Torch < 2.6 (no ``skip_data``)
+    assembles the tensors and saves them.
+    """
+    if not hasattr(torch.serialization, "skip_data"):
+        state = {name: tl.concat_blocks(b) for name, b in blocks.items()}
+        save_shard(path, state, layout, iteration, extra)
+        return
+    # untouched allocations: the pages of an empty tensor are never faulted in
+    skeleton = {
+        name: torch.empty(tl.blocks_shape(b), dtype=b[0].dtype) for name, b in blocks.items()
+    }
+    with torch.serialization.skip_data():
+        save_shard(path, skeleton, layout, iteration, extra)
+    del skeleton
+    written = load_shard(path)
+    base = file_blocks.torch_file_base(path, written)
+    assert base is not None, f"{path}: cannot locate the records torch.save just wrote"
+    offsets = {name: tensor.data_ptr() - base for name, tensor in written["model"].items()}
+    del written
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for name, b in blocks.items():
+            end = writer.write(fd, offsets[name], b)
+            assert end - offsets[name] == file_blocks.blocks_nbytes(b), name
+    finally:
+        os.close(fd)
 
 
 def _save_without_crc32(payload: dict[str, Any], path: Path) -> None:

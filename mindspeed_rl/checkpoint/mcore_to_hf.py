@@ -5,9 +5,11 @@ read from its files. The model config comes from ``--hf-config-dir`` (the origin
 directory) or, for checkpoints written by this project, from the ``hf_config`` each shard
 records. Conversion goes one pipeline stage and one layer at a time: every output tensor's
 name, shape and dtype is known from the mapping and the shards' metadata before the first byte
-is written, so each merged tensor goes straight to its safetensors shard (``hf_files``); the
-stage's shards are memory-mapped afresh per layer and unmapped after it. Peak memory: about one
-layer.
+is written, so each merged tensor goes straight to its safetensors shard (``hf_files``) as row
+blocks: those that lie in a shard as they are (everything but row-parallel weights and grouped
+experts) are copied file to file by the kernel, the rest is computed through a bounded buffer
+(``file_blocks``). The stage's shards are memory-mapped afresh per layer and unmapped after it.
+Peak memory: well below one layer.
 Output is built in a temporary sibling of the target and renamed into place at the end.
 """
 
@@ -24,6 +26,7 @@ import torch
 from mindspeed_rl.checkpoint import hf_files, mcore_layout
 from mindspeed_rl.checkpoint.atomic_dir import atomic_directory, check_target
 from mindspeed_rl.checkpoint.expert_layout import ExpertShapes, check_expert_count
+from mindspeed_rl.checkpoint.file_blocks import BlockWriter, MappedFiles, register_torch_file
 from mindspeed_rl.checkpoint.hf_to_mcore import ConversionSummary
 from mindspeed_rl.models.hf_config import model_config_from_hf
 from mindspeed_rl.models.param_mapping import Param, WeightMapping
@@ -108,16 +111,22 @@ def _check_experts(mapping: WeightMapping, state: dict, path: Path) -> None:
         check_expert_count(state, shapes, str(path))
 
 
-def load_stage(plan: McorePlan, pp_rank: int) -> dict[tuple[int, int], dict]:
+def load_stage(
+    plan: McorePlan, pp_rank: int, regions: MappedFiles | None = None
+) -> dict[tuple[int, int], dict]:
     """The memory-mapped state dicts of one pipeline stage, keyed (tp_rank, ep_rank); checks
-    that each holds exactly the parameters the mapping expects."""
+    that each holds exactly the parameters the mapping expects. Each file's mapping is
+    registered in ``regions`` (when given) for file-to-file copies."""
     layout, mapping = plan.files.layout, plan.mapping
     shards = {}
     for ep_rank in range(layout.ep):
         expected = {p.name for p in mapping.params(pp_rank, ep_rank)}
         for tp_rank in range(layout.tp):
             path = plan.files.path(tp_rank, pp_rank, ep_rank)
-            state = mcore_layout.load_shard(path)["model"]
+            payload = mcore_layout.load_shard(path)
+            if regions is not None:
+                register_torch_file(regions, path, payload)
+            state = payload["model"]
             _check_experts(mapping, state, path)
             names = {k for k in state if not k.endswith("._extra_state")}
             missing, unknown = sorted(expected - names), sorted(names - expected)
@@ -179,19 +188,24 @@ def convert_mcore_to_hf(opts: McoreToHfOptions) -> ConversionSummary:
     plan = plan_mcore_to_hf(opts.load_dir, opts.hf_config_dir, opts.expect_model_type)
     layout, mapping = plan.files.layout, plan.mapping
     entries = _announce(plan)
+    regions = MappedFiles()
+    blocks = BlockWriter(regions)
     with atomic_directory(opts.save_dir, opts.force) as tmp:
-        writer = hf_files.ShardedSafetensorsWriter(tmp, entries, opts.max_shard_bytes)
+        writer = hf_files.ShardedSafetensorsWriter(tmp, entries, opts.max_shard_bytes, blocks)
         for pp_rank in range(layout.pp):
             for bucket in _hf_order(plan, pp_rank):
                 # the stage's shards are mapped afresh per layer and unmapped after it, so the
                 # pages read stay resident for one layer only
-                shards = load_stage(plan, pp_rank)
-                for ep_rank, param in bucket:
-                    tp_shards = [shards[t, ep_rank][param.name] for t in range(layout.tp)]
-                    for name, tensor in mapping.merge(param, tp_shards):
-                        writer.add(name, tensor)
-                    del tp_shards
-                del shards
+                shards = load_stage(plan, pp_rank, regions)
+                try:
+                    for ep_rank, param in bucket:
+                        tp_shards = [shards[t, ep_rank][param.name] for t in range(layout.tp)]
+                        for name, tensor_blocks in mapping.merge_blocks(param, tp_shards):
+                            writer.add(name, tensor_blocks)
+                        del tp_shards
+                finally:
+                    regions.clear()
+                    del shards
             logger.info("converted pipeline stage %d", pp_rank)
         written = writer.finish()
         (tmp / "config.json").write_text(json.dumps(plan.hf_config, indent=2) + "\n")
@@ -205,4 +219,5 @@ def convert_mcore_to_hf(opts: McoreToHfOptions) -> ConversionSummary:
             logger.warning(
                 "no tokenizer files copied: pass --tokenizer-model or --hf-config-dir to include them"
             )
-    return ConversionSummary(len(written), writer.total_bytes, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return ConversionSummary(len(written), writer.total_bytes, seconds, blocks.kernel_bytes)

@@ -74,7 +74,8 @@ class TensorSource(Protocol):
     def dtype(self, name: str) -> torch.dtype: ...
 
     def read(self, name: str, rows: slice | None = None, cols: slice | None = None) -> torch.Tensor:
-        """``tensor[rows, cols]`` as a new contiguous tensor (None = everything)."""
+        """``tensor[rows, cols]`` (None = everything); may be a view of the source's memory,
+        which callers never modify."""
         ...
 
 
@@ -334,79 +335,100 @@ class WeightMapping:
 
         Reads only the rows / columns this rank needs when the source supports slicing.
         """
+        return tl.concat_blocks(self.shard_blocks(param, source, tp_rank))
+
+    def shard_blocks(self, param: Param, source: TensorSource, tp_rank: int) -> list[tl.Block]:
+        """:meth:`shard` as row blocks whose concatenation along dim 0 is the shard.
+
+        Where the layout allows (a rank's rows of q / k / v, gate / up, the vocabulary) the
+        blocks are what ``source.read`` returned, or views of it: nothing is assembled, so a
+        file writer can copy each block from where it already lies.
+        """
         tp, kind, names = self.tp, param.kind, param.hf
         if kind is Kind.REPLICATED:
-            return source.read(names[0])
+            return [source.read(names[0])]
         if kind is Kind.ROW:
-            return source.read(names[0], cols=_chunk(source.shape(names[0])[1], tp, tp_rank))
+            return [source.read(names[0], cols=_chunk(source.shape(names[0])[1], tp, tp_rank))]
         if kind is Kind.QKV:
             q, k, v = (source.read(n, rows=_chunk(source.shape(n)[0], tp, tp_rank)) for n in names)
-            return tl.fuse_qkv(q, k, v, self.groups // tp)
+            return tl.qkv_blocks(q, k, v, self.groups // tp)
         if kind is Kind.GATE_UP:
-            return self._gate_up_shard(source, names[0], names[1], tp_rank)
+            return list(self._gate_up_blocks(source, names[0], names[1], tp_rank))
         if kind is Kind.VOCAB:
             rows = self.padded_vocab_size // tp
             start = tp_rank * rows
-            stop = min(start + rows, self.vocab_size)
-            if stop <= start:  # a shard made only of padding
+            stop = max(start, min(start + rows, self.vocab_size))
+            blocks = [source.read(names[0], rows=slice(start, stop))] if stop > start else []
+            if stop - start < rows:  # padding rows (a shard may be made only of them)
                 hidden = source.shape(names[0])[1]
-                return torch.zeros(rows, hidden, dtype=source.dtype(names[0]))
-            return tl.pad_rows(source.read(names[0], rows=slice(start, stop)), rows)
+                blocks.append(
+                    torch.zeros(rows - (stop - start), hidden, dtype=source.dtype(names[0]))
+                )
+            return blocks
         if kind is Kind.GROUPED_FC1:
             pairs = zip(names[0::2], names[1::2], strict=True)
-            return tl.pack_grouped_fc1(
-                [self._gate_up_shard(source, g, u, tp_rank) for g, u in pairs]
-            )
+            fc1 = [torch.cat(self._gate_up_blocks(source, g, u, tp_rank)) for g, u in pairs]
+            return [tl.pack_grouped_fc1(fc1)]
         if kind is Kind.GROUPED_FC2:
-            return tl.pack_grouped_fc2(
-                [source.read(n, cols=_chunk(source.shape(n)[1], tp, tp_rank)) for n in names]
-            )
+            return [
+                tl.pack_grouped_fc2(
+                    [source.read(n, cols=_chunk(source.shape(n)[1], tp, tp_rank)) for n in names]
+                )
+            ]
         raise AssertionError(f"unhandled kind {kind}")
 
-    def _gate_up_shard(self, source: TensorSource, gate: str, up: str, tp_rank: int):
+    def _gate_up_blocks(self, source: TensorSource, gate: str, up: str, tp_rank: int):
         rows = _chunk(source.shape(gate)[0], self.tp, tp_rank)
-        return tl.fuse_gate_up(source.read(gate, rows=rows), source.read(up, rows=rows))
+        return source.read(gate, rows=rows), source.read(up, rows=rows)
 
     # --- TP shards -> HF ---------------------------------------------------------------------
 
     def merge(self, param: Param, shards: Sequence[torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
-        """The Hugging Face tensors of ``param`` from its ``tp`` shards (in TP rank order)."""
+        """The Hugging Face tensors of ``param`` from its ``tp`` shards (in TP rank order), as
+        new tensors: none views a shard, so the result never pins a caller's buffer."""
+        return [(name, tl.concat_blocks(b)) for name, b in self.merge_blocks(param, shards)]
+
+    def merge_blocks(
+        self, param: Param, shards: Sequence[torch.Tensor]
+    ) -> list[tuple[str, list[tl.Block]]]:
+        """:meth:`merge` as row blocks per Hugging Face tensor, views of the shards where the
+        layout allows (everything but row-parallel weights and grouped experts)."""
         assert len(shards) == self.tp, f"{param.name}: got {len(shards)} shards for TP {self.tp}"
         kind, names = param.kind, param.hf
-        if kind is Kind.REPLICATED:  # a copy: the result must not pin a caller's buffer
-            return [(names[0], shards[0].clone())]
+        if kind is Kind.REPLICATED:
+            return [(names[0], [shards[0]])]
         if kind is Kind.ROW:
-            return [(names[0], torch.cat(list(shards), dim=1))]
+            return [(names[0], [tl.ColumnConcat(tuple(shards))])]
         if kind is Kind.QKV:
-            parts = [tl.split_qkv(s, self.groups // self.tp, self.head_dim) for s in shards]
-            return [(n, torch.cat([p[i] for p in parts], dim=0)) for i, n in enumerate(names)]
+            parts = [tl.split_qkv_blocks(s, self.groups // self.tp, self.head_dim) for s in shards]
+            return [(n, [b for p in parts for b in p[i]]) for i, n in enumerate(names)]
         if kind is Kind.GATE_UP:
-            return list(zip(names, self._merge_gate_up(shards), strict=True))
-        if kind is Kind.VOCAB:  # concatenate only the real rows: padding is never copied
-            parts, left = [], self.vocab_size
+            halves = [tl.split_gate_up(s) for s in shards]
+            return [(names[0], [h[0] for h in halves]), (names[1], [h[1] for h in halves])]
+        if kind is Kind.VOCAB:  # only the real rows: padding is never copied
+            blocks, left = [], self.vocab_size
             for shard in shards:
-                parts.append(shard[: max(0, min(left, shard.shape[0]))])
-                left -= parts[-1].shape[0]
-            return [(names[0], torch.cat(parts, dim=0))]
+                blocks.append(shard[: max(0, min(left, shard.shape[0]))])
+                left -= blocks[-1].shape[0]
+            return [(names[0], [b for b in blocks if b.shape[0]])]
         experts = len(names) // (2 if kind is Kind.GROUPED_FC1 else 1)
         if kind is Kind.GROUPED_FC1:
             per_rank = [tl.unpack_grouped_fc1(s, experts) for s in shards]
             result = []
             for e in range(experts):
-                gate, up = self._merge_gate_up([rank[e] for rank in per_rank])
-                result += [(names[2 * e], gate), (names[2 * e + 1], up)]
+                halves = [tl.split_gate_up(rank[e]) for rank in per_rank]
+                result += [
+                    (names[2 * e], [h[0] for h in halves]),
+                    (names[2 * e + 1], [h[1] for h in halves]),
+                ]
             return result
         if kind is Kind.GROUPED_FC2:
             per_rank = [tl.unpack_grouped_fc2(s, experts) for s in shards]
             return [
-                (names[e], torch.cat([rank[e] for rank in per_rank], dim=1)) for e in range(experts)
+                (names[e], [tl.ColumnConcat(tuple(rank[e] for rank in per_rank))])
+                for e in range(experts)
             ]
         raise AssertionError(f"unhandled kind {kind}")
-
-    @staticmethod
-    def _merge_gate_up(shards: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        parts = [tl.split_gate_up(s) for s in shards]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def iter_mcore_shard(

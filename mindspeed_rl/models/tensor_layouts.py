@@ -21,9 +21,60 @@ Megatron's fused layouts (megatron-core ``SelfAttention``, ``MLP``, ``GroupedMLP
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnConcat:
+    """``torch.cat(parts, dim=1)``, not yet computed: a row-parallel weight joined from its TP
+    shards. A file writer computes it a few rows at a time into a reusable buffer
+    (:meth:`rows_into`) instead of allocating the whole tensor."""
+
+    parts: tuple[torch.Tensor, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        first = self.parts[0]
+        return (first.shape[0], sum(p.shape[1] for p in self.parts), *first.shape[2:])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.parts[0].dtype
+
+    def materialize(self) -> torch.Tensor:
+        return torch.cat(self.parts, dim=1)
+
+    def rows_into(self, start: int, stop: int, out: torch.Tensor) -> None:
+        torch.cat([p[start:stop] for p in self.parts], dim=1, out=out)
+
+
+# One piece of a tensor that is the concatenation of its pieces along dim 0.
+Block = torch.Tensor | ColumnConcat
+
+
+def concat_blocks(blocks: Sequence[Block]) -> torch.Tensor:
+    """The tensor ``blocks`` stand for, as a new tensor (never a view of a block)."""
+    if len(blocks) == 1 and isinstance(blocks[0], ColumnConcat):
+        return blocks[0].materialize()
+    return torch.cat([b.materialize() if isinstance(b, ColumnConcat) else b for b in blocks])
+
+
+def blocks_shape(blocks: Sequence[Block]) -> tuple[int, ...]:
+    """The shape of the tensor ``blocks`` stand for."""
+    return (sum(b.shape[0] for b in blocks), *blocks[0].shape[1:])
+
+
+def qkv_blocks(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_query_groups: int
+) -> list[torch.Tensor]:
+    """The row blocks of :func:`fuse_qkv`: ``[q_0, k_0, v_0, q_1, ...]``, views of q / k / v."""
+    blocks = []
+    for g in range(num_query_groups):
+        blocks += [t.chunk(num_query_groups)[g] for t in (q, k, v)]
+    return blocks
 
 
 def fuse_qkv(
@@ -38,20 +89,27 @@ def fuse_qkv(
     Returns:
         ``[groups * (heads_per_group + 2) * head_dim, ...]``: per group ``[q_g; k_g; v_g]``.
     """
-    rest = q.shape[1:]
-    parts = [t.reshape(num_query_groups, -1, *rest) for t in (q, k, v)]
-    return torch.cat(parts, dim=1).reshape(-1, *rest)
+    return torch.cat(qkv_blocks(q, k, v, num_query_groups))
+
+
+def split_qkv_blocks(
+    qkv: torch.Tensor, num_query_groups: int, head_dim: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Inverse of :func:`qkv_blocks`: per group the q, k and v rows, views of ``qkv``."""
+    q_rows = qkv.shape[0] // num_query_groups - 2 * head_dim
+    q, k, v = [], [], []
+    for group in qkv.chunk(num_query_groups):
+        for blocks, part in zip((q, k, v), group.split([q_rows, head_dim, head_dim])):
+            blocks.append(part)
+    return q, k, v
 
 
 def split_qkv(
     qkv: torch.Tensor, num_query_groups: int, head_dim: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inverse of :func:`fuse_qkv`: ``[G * (hpg + 2) * d, ...]`` -> q ``[G*hpg*d, ...]``, k, v."""
-    rest = qkv.shape[1:]
-    grouped = qkv.reshape(num_query_groups, -1, *rest)
-    q_rows = grouped.shape[1] - 2 * head_dim
-    q, k, v = grouped.split([q_rows, head_dim, head_dim], dim=1)
-    return tuple(t.reshape(-1, *rest) for t in (q, k, v))  # type: ignore[return-value]
+    q, k, v = split_qkv_blocks(qkv, num_query_groups, head_dim)
+    return torch.cat(q), torch.cat(k), torch.cat(v)
 
 
 def fuse_gate_up(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

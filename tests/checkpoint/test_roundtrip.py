@@ -105,3 +105,29 @@ def test_tp2_and_tp1_conversions_agree_bitwise_once_merged(tiny_models, tmp_path
         else:  # qkv: whole query groups per rank; vocab: rows
             merged = torch.cat([a, b])
         assert torch.equal(merged, one[param.name]), param.name
+
+
+@pytest.mark.parametrize("name", ["qwen2", "qwen3_moe"])
+def test_only_row_parallel_weights_pass_through_the_process(tiny_models, tmp_path, name):
+    """Every other byte lies in an input as it is and is copied file to file by the kernel
+    (what the conversion's speed rests on: benchmarks/bench_convert.py)."""
+    from mindspeed_rl.checkpoint.hf_to_mcore import HfToMcoreOptions, convert_hf_to_mcore
+    from mindspeed_rl.checkpoint.mcore_to_hf import (
+        McoreToHfOptions,
+        convert_mcore_to_hf,
+        plan_mcore_to_hf,
+    )
+
+    layout = mcore_layout.ShardLayout(2, 1, 2 if name == "qwen3_moe" else 1)
+    to_mg = convert_hf_to_mcore(HfToMcoreOptions(tiny_models[name], tmp_path / "mg", layout))
+    to_hf = convert_mcore_to_hf(McoreToHfOptions(tmp_path / "mg", tmp_path / "hf"))
+    mapping = plan_mcore_to_hf(tmp_path / "mg").mapping
+    shapes = mapping.hf_shapes()
+    # one copy per EP rank on the Megatron side (non-expert weights are replicated), one in HF
+    rows = [
+        p.hf[0] for e in range(layout.ep) for p in mapping.params(0, e) if p.kind.value == "row"
+    ]
+    nbytes = {n: torch.Size(shapes[n]).numel() * 2 for n in rows}  # bf16
+    assert mapping.padded_vocab_size == mapping.vocab_size  # no padding rows to write
+    assert to_mg.kernel_bytes == to_mg.bytes - sum(nbytes[n] for n in rows) > 0
+    assert to_hf.kernel_bytes == to_hf.bytes - sum(nbytes.values()) > 0

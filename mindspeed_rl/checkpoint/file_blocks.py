@@ -1,0 +1,241 @@
+"""Tensors into files at byte offsets, copying in the kernel what already lies in a file.
+
+Most bytes of a converted checkpoint are input bytes moved elsewhere: a TP rank's rows of q / k /
+v, gate / up or the vocabulary are contiguous ranges of an input tensor, and
+``WeightMapping.shard_blocks`` / ``merge_blocks`` hand them over as views. When such a view lies
+on a memory map of an input file registered in :class:`MappedFiles`, :class:`BlockWriter`
+copies its bytes file to file with ``os.copy_file_range``: no page is faulted into the process
+and no byte crosses user space, as with ``cp``. Everything else (column slices, joined
+row-parallel weights, grouped experts) is computed a bounded number of rows at a time into one
+reusable buffer and written with ``pwrite``, so memory stays at that buffer whatever the tensor.
+
+Where the kernel cannot copy (another filesystem on some kernels, no ``copy_file_range``), the
+same bytes are written from the mapped memory instead: slower, never different.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import errno
+import functools
+import logging
+import os
+import struct
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from mindspeed_rl.models.tensor_layouts import Block, ColumnConcat
+
+logger = logging.getLogger(__name__)
+
+# copy_file_range errors that mean "not between these files": fall back to writing from memory
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+_BUFFER_BYTES = 64 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class _Region:
+    start: int  # address of the mapped file's byte 0
+    stop: int
+    fd: int
+    keepalive: object  # keeps the mapping (so the address range) alive while registered
+
+
+class MappedFiles:
+    """Memory-mapped input files by address, so that a tensor viewing one can be found on disk.
+
+    Each region holds a reference that keeps its mapping alive and its own descriptor of the
+    file; :meth:`clear` drops both. A region must be registered only while nothing writes to the
+    mapping (the converters map inputs copy-on-write and never modify them).
+    """
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._regions: list[_Region] = []
+
+    def add(self, start: int, nbytes: int, path: Path, keepalive: object) -> None:
+        region = _Region(start, start + nbytes, os.open(path, os.O_RDONLY), keepalive)
+        index = bisect.bisect(self._starts, start)
+        self._starts.insert(index, start)
+        self._regions.insert(index, region)
+
+    def locate(self, tensor: torch.Tensor) -> tuple[int, int] | None:
+        """``(fd, file offset)`` of a contiguous tensor's bytes, or None if not on a region."""
+        if not tensor.is_contiguous():
+            return None
+        ptr, nbytes = tensor.data_ptr(), tensor.numel() * tensor.element_size()
+        index = bisect.bisect(self._starts, ptr) - 1
+        if index < 0 or ptr + nbytes > self._regions[index].stop:
+            return None
+        region = self._regions[index]
+        return region.fd, ptr - region.start
+
+    def clear(self) -> None:
+        for region in self._regions:
+            os.close(region.fd)
+        self._starts.clear()
+        self._regions.clear()
+
+    def __len__(self) -> int:
+        return len(self._regions)
+
+
+def _tensors(obj: object) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _storage_records(path: str, size: int, mtime_ns: int) -> tuple[tuple[int, int], ...]:
+    """Sorted (file offset, size) of the non-empty storage records (``<archive>/data/<key>``)
+    of a ``torch.save`` zip file."""
+    extents = []
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as f:
+        for info in archive.infolist():
+            if info.file_size == 0 or not info.filename.partition("/")[2].startswith("data/"):
+                continue
+            f.seek(info.header_offset)
+            header = f.read(30)  # local file header: name and extra-field lengths at 26..29
+            name_len, extra_len = struct.unpack("<HH", header[26:30])
+            extents.append((info.header_offset + 30 + name_len + extra_len, info.file_size))
+    return tuple(sorted(extents))
+
+
+def torch_file_base(path: Path, payload: object) -> int | None:
+    """The address of byte 0 of ``path`` in the mapping ``torch.load(path, mmap=True)`` made
+    for ``payload``; None when it cannot be established.
+
+    That load maps the whole file and slices one storage per record, so storage addresses are
+    the records' file offsets plus one base. It is established only when the payload's storages
+    are exactly the file's storage records (as many, the same sizes, in the same order), so the
+    answer is either right or None.
+    """
+    storages: dict[int, int] = {}
+    for tensor in _tensors(payload):
+        storage = tensor.untyped_storage()
+        if storage.nbytes():
+            storages[storage.data_ptr()] = storage.nbytes()
+    stat = os.stat(path)
+    try:
+        records = _storage_records(str(path), stat.st_size, stat.st_mtime_ns)
+    except (zipfile.BadZipFile, OSError, struct.error):
+        return None
+    if not storages or len(records) != len(storages):
+        return None
+    ptrs = sorted(storages)
+    base = ptrs[0] - records[0][0]
+    for ptr, (offset, size) in zip(ptrs, records, strict=True):
+        if ptr - base != offset or storages[ptr] != size:
+            return None
+    return base
+
+
+def register_torch_file(regions: MappedFiles, path: Path, payload: object) -> bool:
+    """Register the mapping of a ``torch.load(mmap=True)`` payload; False if not possible."""
+    base = torch_file_base(path, payload)
+    if base is None:
+        return False
+    keepalive = next(t.untyped_storage() for t in _tensors(payload) if t.untyped_storage().nbytes())
+    regions.add(base, os.stat(path).st_size, path, keepalive)
+    return True
+
+
+def blocks_nbytes(blocks: Sequence[Block]) -> int:
+    return sum(torch.Size(b.shape).numel() * b.dtype.itemsize for b in blocks)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def _bytes_of(tensor: torch.Tensor) -> memoryview:
+    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+
+
+class BlockWriter:
+    """Write lists of row blocks (``tensor_layouts.Block``) into files at given offsets.
+
+    ``kernel_bytes`` / ``user_bytes`` count what went file to file and what went through the
+    process (the benchmark prints both).
+    """
+
+    def __init__(self, regions: MappedFiles | None = None, buffer_bytes: int = _BUFFER_BYTES):
+        self.regions = regions
+        self._buffer_bytes = buffer_bytes
+        self._buffer: torch.Tensor | None = None
+        self._kernel_copy = hasattr(os, "copy_file_range")
+        self.kernel_bytes = 0
+        self.user_bytes = 0
+
+    def write(self, fd: int, offset: int, blocks: Sequence[Block]) -> int:
+        """Write ``blocks`` back to back from ``offset``; returns the offset after them."""
+        for block in blocks:
+            nbytes = blocks_nbytes([block])
+            if isinstance(block, torch.Tensor) and block.is_contiguous():
+                if not self._copy_in_kernel(block, fd, offset, nbytes):
+                    _pwrite_all(fd, _bytes_of(block), offset)
+                    self.user_bytes += nbytes
+            else:
+                self._write_computed(block, fd, offset)
+                self.user_bytes += nbytes
+            offset += nbytes
+        return offset
+
+    def _copy_in_kernel(self, block: torch.Tensor, fd: int, offset: int, nbytes: int) -> bool:
+        where = self.regions.locate(block) if self.regions and self._kernel_copy else None
+        if where is None or nbytes == 0:
+            return False
+        src, src_offset = where
+        done = 0
+        try:
+            while done < nbytes:
+                copied = os.copy_file_range(
+                    src, fd, nbytes - done, src_offset + done, offset + done
+                )
+                if copied == 0:  # the source file is shorter than its mapping said
+                    raise OSError(errno.EIO, "copy_file_range copied nothing")
+                done += copied
+        except OSError as err:
+            if err.errno not in _NO_KERNEL_COPY:
+                raise
+            logger.info("copy_file_range unavailable here (%s); writing from memory", err)
+            self._kernel_copy = False
+            return False
+        self.kernel_bytes += nbytes
+        return True
+
+    def _write_computed(self, block: Block, fd: int, offset: int) -> None:
+        """A non-contiguous view or a :class:`ColumnConcat`, a few rows at a time."""
+        shape, dtype = tuple(block.shape), block.dtype
+        rows = shape[0]
+        row_bytes = torch.Size(shape[1:]).numel() * dtype.itemsize
+        step = max(1, self._buffer_bytes // max(1, row_bytes))
+        for start in range(0, rows, step):
+            stop = min(rows, start + step)
+            out = self._scratch((stop - start, *shape[1:]), dtype)
+            if isinstance(block, ColumnConcat):
+                block.rows_into(start, stop, out)
+            else:
+                out.copy_(block[start:stop])
+            _pwrite_all(fd, _bytes_of(out), offset)
+            offset += out.numel() * dtype.itemsize
+
+    def _scratch(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        nbytes = torch.Size(shape).numel() * dtype.itemsize
+        if nbytes > self._buffer_bytes:  # one row larger than the buffer
+            return torch.empty(shape, dtype=dtype)
+        if self._buffer is None:
+            self._buffer = torch.empty(self._buffer_bytes, dtype=torch.uint8)
+        return self._buffer[:nbytes].view(dtype).view(shape)

@@ -165,7 +165,8 @@ def save_shard_blocks(
     del skeleton
     written = load_shard(path)
     base = file_blocks.torch_file_base(path, written)
-    assert base is not None, f"{path}: cannot locate the records torch.save just wrote"
+    if base is None:  # a torch.save format this code does not know
+        raise RuntimeError(f"{path}: cannot locate the records torch.save just wrote")
     offsets = {name: tensor.data_ptr() - base for name, tensor in written["model"].items()}
     del written
     fd = os.open(path, os.O_WRONLY)

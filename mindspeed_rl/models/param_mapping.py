@@ -367,7 +367,7 @@ class WeightMapping:
             return blocks
         if kind is Kind.GROUPED_FC1:
             pairs = zip(names[0::2], names[1::2], strict=True)
-            fc1 = [torch.cat(self._gate_up_blocks(source, g, u, tp_rank)) for g, u in pairs]
+            fc1 = [tl.fuse_gate_up(*self._gate_up_blocks(source, g, u, tp_rank)) for g, u in pairs]
             return [tl.pack_grouped_fc1(fc1)]
         if kind is Kind.GROUPED_FC2:
             return [

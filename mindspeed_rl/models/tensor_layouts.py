@@ -153,12 +153,3 @@ def unpack_grouped_fc2(weight2: torch.Tensor, num_local_experts: int) -> list[to
     hidden = weight2.shape[1]
     blocks = weight2.reshape(num_local_experts, -1, hidden)
     return [block.t().contiguous() for block in blocks]
-
-
-def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
-    """Append zero rows up to ``rows`` (vocabulary padding of embeddings / output layer)."""
-    missing = rows - tensor.shape[0]
-    assert missing >= 0, f"cannot pad {tensor.shape[0]} rows to {rows}"
-    if missing == 0:
-        return tensor
-    return torch.cat([tensor, tensor.new_zeros(missing, *tensor.shape[1:])], dim=0)

@@ -62,6 +62,25 @@ def test_grouped_fc2_memory_is_per_expert_transposed_blocks():
     assert all(torch.equal(a, b) for a, b in zip(tl.unpack_grouped_fc2(weight2, 2), fc2))
 
 
-def test_pad_rows_appends_zeros():
-    padded = tl.pad_rows(torch.ones(3, 2), 5)
-    assert padded.tolist() == [[1, 1], [1, 1], [1, 1], [0, 0], [0, 0]]
+def test_blocks_are_views_of_their_inputs():
+    """What lets a file writer copy them from where they lie, not assemble them."""
+    q, k, v = torch.arange(8.0), torch.arange(10.0, 14), torch.arange(20.0, 24)
+    blocks = tl.qkv_blocks(q, k, v, 4)
+    assert all(b.untyped_storage().data_ptr() in {t.data_ptr() for t in (q, k, v)} for b in blocks)
+    fused = tl.concat_blocks(blocks)
+    assert fused.untyped_storage().data_ptr() not in {t.data_ptr() for t in (q, k, v)}
+    for part, original in zip(tl.split_qkv_blocks(fused, 4, 1), (q, k, v)):
+        assert all(b.untyped_storage().data_ptr() == fused.data_ptr() for b in part)
+        assert torch.equal(torch.cat(part), original)
+
+
+def test_column_concat_is_cat_along_columns_row_range_by_row_range():
+    parts = (torch.arange(12.0).reshape(4, 3), torch.arange(100.0, 108).reshape(4, 2))
+    joined = tl.ColumnConcat(parts)
+    assert joined.shape == (4, 5) and joined.dtype == torch.float32
+    assert torch.equal(joined.materialize(), torch.cat(parts, dim=1))
+    out = torch.empty(2, 5)
+    joined.rows_into(1, 3, out)
+    assert torch.equal(out, torch.cat(parts, dim=1)[1:3])
+    assert tl.blocks_shape([joined, torch.zeros(3, 5)]) == (7, 5)
+    assert torch.equal(tl.concat_blocks([joined, torch.zeros(1, 5)])[4], torch.zeros(5))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from mindspeed_rl.models.tensor_layouts import Block, ColumnConcat
+from mindspeed_rl.models.tensor_layouts import Block, ColumnConcat, blocks_nbytes
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +148,6 @@ def register_torch_file(regions: MappedFiles, path: Path, payload: object) -> bo
     keepalive = next(t.untyped_storage() for t in _tensors(payload) if t.untyped_storage().nbytes())
     regions.add(base, os.stat(path).st_size, path, keepalive)
     return True
-
-
-def blocks_nbytes(blocks: Sequence[Block]) -> int:
-    return sum(torch.Size(b.shape).numel() * b.dtype.itemsize for b in blocks)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from mindspeed_rl.checkpoint.file_blocks import BlockWriter, MappedFiles, blocks_nbytes
-from mindspeed_rl.models.tensor_layouts import Block, blocks_shape
+from mindspeed_rl.checkpoint.file_blocks import BlockWriter, MappedFiles
+from mindspeed_rl.models.tensor_layouts import Block, blocks_nbytes, blocks_shape
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -243,13 +243,14 @@ class ShardedSafetensorsWriter:
         self._shard = -1
         self.total_bytes = 0
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close the shard being written (done by :meth:`finish`; call it on an error)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
     def _open(self, shard: int) -> None:
-        self._close()
+        self.close()
         header, offset = {}, 0
         for name, shape, dtype in self._shards[shard]:
             nbytes = torch.Size(shape).numel() * dtype.itemsize
@@ -283,7 +284,7 @@ class ShardedSafetensorsWriter:
         assert self._next == len(self._order), (
             f"{len(self._order) - self._next} announced tensor(s) were never written"
         )
-        self._close()
+        self.close()
         weight_map = {
             name: self.files[i].name for i, shard in enumerate(self._shards) for name, _, _ in shard
         }

@@ -24,10 +24,11 @@ from pathlib import Path
 
 from mindspeed_rl.checkpoint import mcore_layout
 from mindspeed_rl.checkpoint.atomic_dir import atomic_directory, check_target
-from mindspeed_rl.checkpoint.file_blocks import BlockWriter, blocks_nbytes
+from mindspeed_rl.checkpoint.file_blocks import BlockWriter
 from mindspeed_rl.checkpoint.hf_files import SafetensorsSource
 from mindspeed_rl.models.hf_config import read_hf_config
 from mindspeed_rl.models.param_mapping import WeightMapping
+from mindspeed_rl.models.tensor_layouts import blocks_nbytes
 from mindspeed_rl.platform.distributed import ParallelLayout
 
 logger = logging.getLogger(__name__)

@@ -173,7 +173,7 @@ def save_shard_blocks(
     try:
         for name, b in blocks.items():
             end = writer.write(fd, offsets[name], b)
-            assert end - offsets[name] == file_blocks.blocks_nbytes(b), name
+            assert end - offsets[name] == tl.blocks_nbytes(b), name
     finally:
         os.close(fd)
 

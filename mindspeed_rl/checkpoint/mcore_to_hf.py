@@ -192,22 +192,24 @@ def convert_mcore_to_hf(opts: McoreToHfOptions) -> ConversionSummary:
     blocks = BlockWriter(regions)
     with atomic_directory(opts.save_dir, opts.force) as tmp:
         writer = hf_files.ShardedSafetensorsWriter(tmp, entries, opts.max_shard_bytes, blocks)
-        for pp_rank in range(layout.pp):
-            for bucket in _hf_order(plan, pp_rank):
-                # the stage's shards are mapped afresh per layer and unmapped after it, so the
-                # pages read stay resident for one layer only
-                shards = load_stage(plan, pp_rank, regions)
-                try:
+        try:
+            for pp_rank in range(layout.pp):
+                for bucket in _hf_order(plan, pp_rank):
+                    # the stage's shards are mapped afresh per layer and unmapped after it, so
+                    # the pages read stay resident for one layer only
+                    shards = load_stage(plan, pp_rank, regions)
                     for ep_rank, param in bucket:
                         tp_shards = [shards[t, ep_rank][param.name] for t in range(layout.tp)]
                         for name, tensor_blocks in mapping.merge_blocks(param, tp_shards):
                             writer.add(name, tensor_blocks)
                         del tp_shards
-                finally:
                     regions.clear()
                     del shards
-            logger.info("converted pipeline stage %d", pp_rank)
-        written = writer.finish()
+                logger.info("converted pipeline stage %d", pp_rank)
+            written = writer.finish()
+        finally:
+            writer.close()
+            regions.clear()
         (tmp / "config.json").write_text(json.dumps(plan.hf_config, indent=2) + "\n")
         copied: list[str] = []
         if opts.hf_config_dir is not None:

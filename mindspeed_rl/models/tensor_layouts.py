@@ -67,6 +67,10 @@ def blocks_shape(blocks: Sequence[Block]) -> tuple[int, ...]:
     return (sum(b.shape[0] for b in blocks), *blocks[0].shape[1:])
 
 
+def blocks_nbytes(blocks: Sequence[Block]) -> int:
+    return sum(torch.Size(b.shape).numel() * b.dtype.itemsize for b in blocks)
+
+
 def qkv_blocks(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_query_groups: int
 ) -> list[torch.Tensor]:

@@ -144,6 +144,7 @@ def register_torch_file(regions: MappedFiles, path: Path, payload: object) -> bo
     """Register the mapping of a ``torch.load(mmap=True)`` payload; False if not possible."""
     base = torch_file_base(path, payload)
     if base is None:
+        logger.debug("%s: records not placed; its tensors are written from memory", path)
         return False
     keepalive = next(t.untyped_storage() for t in _tensors(payload) if t.untyped_storage().nbytes())
     regions.add(base, os.stat(path).st_size, path, keepalive)

@@ -7,7 +7,7 @@ a tensor silently is how "converted fine but logits differ" happens). Then one o
 (TP rank x PP stage x EP rank) at a time is written from only the rows / columns it needs: the
 row blocks that lie in the input as they are (most of them) are copied file to file by the
 kernel, the rest is computed through a bounded buffer (``file_blocks``), so peak memory stays
-well below one output shard. Output goes to a temporary sibling of the
+at about one output shard or less. Output goes to a temporary sibling of the
 target and is renamed into place at the end (``atomic_dir``).
 
 Each shard also records ``hf_config`` (the source config.json, as JSON text) so that the reverse

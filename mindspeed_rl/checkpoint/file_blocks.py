@@ -6,8 +6,9 @@ v, gate / up or the vocabulary are contiguous ranges of an input tensor, and
 on a memory map of an input file registered in :class:`MappedFiles`, :class:`BlockWriter`
 copies its bytes file to file with ``os.copy_file_range``: no page is faulted into the process
 and no byte crosses user space, as with ``cp``. Everything else (column slices, joined
-row-parallel weights, grouped experts) is computed a bounded number of rows at a time into one
-reusable buffer and written with ``pwrite``, so memory stays at that buffer whatever the tensor.
+row-parallel weights, transposed grouped-expert views) is computed a bounded number of rows at
+a time into one reusable buffer and written with ``pwrite``, so memory stays at that buffer
+whatever the tensor. (hf -> mg packs grouped experts whole: one parameter at a time.)
 
 Where the kernel cannot copy (another filesystem on some kernels, no ``copy_file_range``), the
 same bytes are written from the mapped memory instead: slower, never different.
@@ -22,6 +23,7 @@ import functools
 import logging
 import os
 import struct
+import sys
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -41,16 +43,20 @@ _BUFFER_BYTES = 64 << 20
 class _Region:
     start: int  # address of the mapped file's byte 0
     stop: int
-    fd: int
+    path: Path
+    identity: tuple[int, int]  # (st_dev, st_ino) of the file that was mapped
     keepalive: object  # keeps the mapping (so the address range) alive while registered
 
 
 class MappedFiles:
     """Memory-mapped input files by address, so that a tensor viewing one can be found on disk.
 
-    Each region holds a reference that keeps its mapping alive and its own descriptor of the
-    file; :meth:`clear` drops both. A region must be registered only while nothing writes to the
-    mapping (the converters map inputs copy-on-write and never modify them).
+    Each region holds a reference that keeps its mapping alive, so its address range cannot be
+    reused by another mapping while it is registered; :meth:`clear` drops them. No descriptor
+    is held (a stage of a large MoE checkpoint maps TP x EP files): the writer opens the file
+    for each copy and checks that it is still the file that was mapped. A region must be
+    registered only while nothing writes to the mapping (the converters map inputs
+    copy-on-write and never modify them).
     """
 
     def __init__(self) -> None:
@@ -58,13 +64,15 @@ class MappedFiles:
         self._regions: list[_Region] = []
 
     def add(self, start: int, nbytes: int, path: Path, keepalive: object) -> None:
-        region = _Region(start, start + nbytes, os.open(path, os.O_RDONLY), keepalive)
+        """Register ``nbytes`` mapped at address ``start`` from byte 0 of ``path`` (just mapped)."""
+        stat = os.stat(path)
+        region = _Region(start, start + nbytes, Path(path), (stat.st_dev, stat.st_ino), keepalive)
         index = bisect.bisect(self._starts, start)
         self._starts.insert(index, start)
         self._regions.insert(index, region)
 
-    def locate(self, tensor: torch.Tensor) -> tuple[int, int] | None:
-        """``(fd, file offset)`` of a contiguous tensor's bytes, or None if not on a region."""
+    def locate(self, tensor: torch.Tensor) -> tuple[_Region, int] | None:
+        """``(region, file offset)`` of a contiguous tensor's bytes, or None if on no region."""
         if not tensor.is_contiguous():
             return None
         ptr, nbytes = tensor.data_ptr(), tensor.numel() * tensor.element_size()
@@ -72,11 +80,9 @@ class MappedFiles:
         if index < 0 or ptr + nbytes > self._regions[index].stop:
             return None
         region = self._regions[index]
-        return region.fd, ptr - region.start
+        return region, ptr - region.start
 
     def clear(self) -> None:
-        for region in self._regions:
-            os.close(region.fd)
         self._starts.clear()
         self._regions.clear()
 
@@ -96,19 +102,26 @@ def _tensors(obj: object) -> Iterator[torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=256)
-def _storage_records(path: str, size: int, mtime_ns: int) -> tuple[tuple[int, int], ...]:
+def _storage_records(path: str, identity: tuple) -> tuple[tuple[tuple[int, int], ...], str]:
     """Sorted (file offset, size) of the non-empty storage records (``<archive>/data/<key>``)
-    of a ``torch.save`` zip file."""
-    extents = []
+    of a ``torch.save`` zip file, and its ``byteorder`` record ('' when absent). ``identity``
+    (device, inode, size, mtime) keys the cache."""
+    extents, byteorder = [], ""
     with zipfile.ZipFile(path) as archive, open(path, "rb") as f:
         for info in archive.infolist():
-            if info.file_size == 0 or not info.filename.partition("/")[2].startswith("data/"):
+            record = info.filename.partition("/")[2]
+            if info.file_size == 0 or not (record.startswith("data/") or record == "byteorder"):
                 continue
             f.seek(info.header_offset)
             header = f.read(30)  # local file header: name and extra-field lengths at 26..29
             name_len, extra_len = struct.unpack("<HH", header[26:30])
-            extents.append((info.header_offset + 30 + name_len + extra_len, info.file_size))
-    return tuple(sorted(extents))
+            offset = info.header_offset + 30 + name_len + extra_len
+            if record == "byteorder":  # read raw: torch may have written no CRC to check
+                f.seek(offset)
+                byteorder = f.read(info.file_size).decode("ascii", "replace")
+            else:
+                extents.append((offset, info.file_size))
+    return tuple(sorted(extents)), byteorder
 
 
 def torch_file_base(path: Path, payload: object) -> int | None:
@@ -118,7 +131,8 @@ def torch_file_base(path: Path, payload: object) -> int | None:
     That load maps the whole file and slices one storage per record, so storage addresses are
     the records' file offsets plus one base. It is established only when the payload's storages
     are exactly the file's storage records (as many, the same sizes, in the same order), so the
-    answer is either right or None.
+    answer is either right or None. A file of the other byte order is never placed: torch swaps
+    its mapped bytes in memory, so they are no longer the file's.
     """
     storages: dict[int, int] = {}
     for tensor in _tensors(payload):
@@ -126,9 +140,12 @@ def torch_file_base(path: Path, payload: object) -> int | None:
         if storage.nbytes():
             storages[storage.data_ptr()] = storage.nbytes()
     stat = os.stat(path)
+    identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     try:
-        records = _storage_records(str(path), stat.st_size, stat.st_mtime_ns)
+        records, byteorder = _storage_records(str(path), identity)
     except (zipfile.BadZipFile, OSError, struct.error):
+        return None
+    if byteorder not in ("", sys.byteorder):
         return None
     if not storages or len(records) != len(storages):
         return None
@@ -147,11 +164,13 @@ def register_torch_file(regions: MappedFiles, path: Path, payload: object) -> bo
         logger.debug("%s: records not placed; its tensors are written from memory", path)
         return False
     keepalive = next(t.untyped_storage() for t in _tensors(payload) if t.untyped_storage().nbytes())
-    regions.add(base, os.stat(path).st_size, path, keepalive)
+    regions.add(base, os.path.getsize(path), path, keepalive)
     return True
 
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """``os.pwrite`` until everything is written (it may write less than asked)."""
+    data = memoryview(data)
     while data:
         written = os.pwrite(fd, data, offset)
         data, offset = data[written:], offset + written
@@ -182,7 +201,7 @@ class BlockWriter:
             nbytes = blocks_nbytes([block])
             if isinstance(block, torch.Tensor) and block.is_contiguous():
                 if not self._copy_in_kernel(block, fd, offset, nbytes):
-                    _pwrite_all(fd, _bytes_of(block), offset)
+                    pwrite_all(fd, _bytes_of(block), offset)
                     self.user_bytes += nbytes
             else:
                 self._write_computed(block, fd, offset)
@@ -194,15 +213,22 @@ class BlockWriter:
         where = self.regions.locate(block) if self.regions and self._kernel_copy else None
         if where is None or nbytes == 0:
             return False
-        src, src_offset = where
-        done = 0
+        region, src_offset = where
+        src = os.open(region.path, os.O_RDONLY)
         try:
+            stat = os.fstat(src)
+            if (stat.st_dev, stat.st_ino) != region.identity:  # replaced since it was mapped
+                logger.warning(
+                    "%s changed on disk during conversion; copying from memory", region.path
+                )
+                return False
+            done = 0
             while done < nbytes:
                 copied = os.copy_file_range(
                     src, fd, nbytes - done, src_offset + done, offset + done
                 )
-                if copied == 0:  # the source file is shorter than its mapping said
-                    raise OSError(errno.EIO, "copy_file_range copied nothing")
+                if copied == 0:  # the file is shorter than its mapping said
+                    raise OSError(errno.EIO, f"{region.path}: copy_file_range copied nothing")
                 done += copied
         except OSError as err:
             if err.errno not in _NO_KERNEL_COPY:
@@ -210,6 +236,8 @@ class BlockWriter:
             logger.info("copy_file_range unavailable here (%s); writing from memory", err)
             self._kernel_copy = False
             return False
+        finally:
+            os.close(src)
         self.kernel_bytes += nbytes
         return True
 
@@ -226,7 +254,7 @@ class BlockWriter:
                 block.rows_into(start, stop, out)
             else:
                 out.copy_(block[start:stop])
-            _pwrite_all(fd, _bytes_of(out), offset)
+            pwrite_all(fd, _bytes_of(out), offset)
             offset += out.numel() * dtype.itemsize
 
     def _scratch(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mindspeed_rl.checkpoint.file_blocks import BlockWriter, MappedFiles
+from mindspeed_rl.checkpoint.file_blocks import BlockWriter, MappedFiles, pwrite_all
 from mindspeed_rl.models.tensor_layouts import Block, blocks_nbytes, blocks_shape
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -264,14 +264,15 @@ class ShardedSafetensorsWriter:
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)
         self._fd = os.open(self.files[shard], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._offset = os.write(self._fd, len(raw).to_bytes(8, "little") + raw)
+        pwrite_all(self._fd, len(raw).to_bytes(8, "little") + raw, 0)
+        self._offset = 8 + len(raw)
         self._shard = shard
 
     def add(self, name: str, tensor: torch.Tensor | list[Block]) -> None:
         blocks = [tensor.detach()] if isinstance(tensor, torch.Tensor) else tensor
         assert self._next < len(self._order), f"{name}: more tensors than announced"
         shard, (expected, shape, dtype) = self._order[self._next]
-        got = (name, blocks_shape(blocks), blocks[0].dtype)
+        got = (name, blocks_shape(blocks, name), blocks[0].dtype)
         assert got == (expected, shape, dtype), f"got {got}, announced {expected} {shape} {dtype}"
         if shard != self._shard:
             self._open(shard)

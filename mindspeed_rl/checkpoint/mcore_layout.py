@@ -158,7 +158,7 @@ def save_shard_blocks(
         return
     # untouched allocations: the pages of an empty tensor are never faulted in
     skeleton = {
-        name: torch.empty(tl.blocks_shape(b), dtype=b[0].dtype) for name, b in blocks.items()
+        name: torch.empty(tl.blocks_shape(b, name), dtype=b[0].dtype) for name, b in blocks.items()
     }
     with torch.serialization.skip_data():
         save_shard(path, skeleton, layout, iteration, extra)
@@ -167,13 +167,14 @@ def save_shard_blocks(
     base = file_blocks.torch_file_base(path, written)
     if base is None:  # a torch.save format this code does not know
         raise RuntimeError(f"{path}: cannot locate the records torch.save just wrote")
-    offsets = {name: tensor.data_ptr() - base for name, tensor in written["model"].items()}
+    records = {name: (t.data_ptr() - base, t.nbytes) for name, t in written["model"].items()}
     del written
     fd = os.open(path, os.O_WRONLY)
     try:
         for name, b in blocks.items():
-            end = writer.write(fd, offsets[name], b)
-            assert end - offsets[name] == tl.blocks_nbytes(b), name
+            offset, nbytes = records[name]
+            if writer.write(fd, offset, b) - offset != nbytes:
+                raise RuntimeError(f"{path}: {name}: the blocks do not fill its record")
     finally:
         os.close(fd)
 

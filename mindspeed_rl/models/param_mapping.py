@@ -15,7 +15,7 @@ How each Megatron parameter is split over tensor-parallel (TP) ranks (``Kind``):
 =============  ==========================================================================
 REPLICATED     norms, router: every TP rank holds the full tensor
 ROW            split along dim 1 (input features): ``linear_proj``, ``linear_fc2``
-QKV            q/k/v fused per query group (``tensor_layouts.fuse_qkv``), split along dim 0
+QKV            q/k/v fused per query group (``tensor_layouts.qkv_blocks``), split along dim 0
 GATE_UP        gate/up fused per TP rank (``tensor_layouts.fuse_gate_up``)
 VOCAB          embedding / output layer: rows padded to ``padded_vocab_size``, split on dim 0
 GROUPED_FC1/2  ``GroupedMLP.weight1/weight2`` (``--moe-grouped-gemm``): all local experts
@@ -102,6 +102,11 @@ class DictSource:
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _join_columns(shards: Sequence[torch.Tensor]) -> tl.Block:
+    """Row-parallel TP shards joined along dim 1 (one shard: itself, which may lie in a file)."""
+    return shards[0] if len(shards) == 1 else tl.ColumnConcat(tuple(shards))
 
 
 def _chunk(length: int, parts: int, index: int) -> slice:
@@ -398,7 +403,7 @@ class WeightMapping:
         if kind is Kind.REPLICATED:
             return [(names[0], [shards[0]])]
         if kind is Kind.ROW:
-            return [(names[0], [tl.ColumnConcat(tuple(shards))])]
+            return [(names[0], [_join_columns(shards)])]
         if kind is Kind.QKV:
             parts = [tl.split_qkv_blocks(s, self.groups // self.tp, self.head_dim) for s in shards]
             return [(n, [b for p in parts for b in p[i]]) for i, n in enumerate(names)]
@@ -413,7 +418,7 @@ class WeightMapping:
             return [(names[0], [b for b in blocks if b.shape[0]])]
         experts = len(names) // (2 if kind is Kind.GROUPED_FC1 else 1)
         if kind is Kind.GROUPED_FC1:
-            per_rank = [tl.unpack_grouped_fc1(s, experts) for s in shards]
+            per_rank = [tl.unpack_grouped_fc1(s, experts, contiguous=False) for s in shards]
             result = []
             for e in range(experts):
                 halves = [tl.split_gate_up(rank[e]) for rank in per_rank]
@@ -423,10 +428,9 @@ class WeightMapping:
                 ]
             return result
         if kind is Kind.GROUPED_FC2:
-            per_rank = [tl.unpack_grouped_fc2(s, experts) for s in shards]
+            per_rank = [tl.unpack_grouped_fc2(s, experts, contiguous=False) for s in shards]
             return [
-                (names[e], [tl.ColumnConcat(tuple(rank[e] for rank in per_rank))])
-                for e in range(experts)
+                (names[e], [_join_columns([rank[e] for rank in per_rank])]) for e in range(experts)
             ]
         raise AssertionError(f"unhandled kind {kind}")
 

@@ -62,9 +62,21 @@ def concat_blocks(blocks: Sequence[Block]) -> torch.Tensor:
     return torch.cat([b.materialize() if isinstance(b, ColumnConcat) else b for b in blocks])
 
 
-def blocks_shape(blocks: Sequence[Block]) -> tuple[int, ...]:
-    """The shape of the tensor ``blocks`` stand for."""
-    return (sum(b.shape[0] for b in blocks), *blocks[0].shape[1:])
+def blocks_shape(blocks: Sequence[Block], name: str = "") -> tuple[int, ...]:
+    """The shape of the tensor ``blocks`` stand for.
+
+    Raises ValueError when the blocks differ in dtype or in their shape past dim 0 (e.g. TP
+    shards saved in different dtypes): their bytes would not make one tensor.
+    """
+    first = blocks[0]
+    for block in blocks[1:]:
+        if block.dtype != first.dtype or tuple(block.shape[1:]) != tuple(first.shape[1:]):
+            raise ValueError(
+                f"{name or 'row blocks'}: blocks do not make one tensor: {first.dtype} "
+                f"{list(first.shape)} and "
+                f"{block.dtype} {list(block.shape)}"
+            )
+    return (sum(b.shape[0] for b in blocks), *first.shape[1:])
 
 
 def blocks_nbytes(blocks: Sequence[Block]) -> int:
@@ -74,46 +86,31 @@ def blocks_nbytes(blocks: Sequence[Block]) -> int:
 def qkv_blocks(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_query_groups: int
 ) -> list[torch.Tensor]:
-    """The row blocks of :func:`fuse_qkv`: ``[q_0, k_0, v_0, q_1, ...]``, views of q / k / v."""
+    """Megatron's fused ``linear_qkv`` as row blocks: ``[q_0, k_0, v_0, q_1, ...]``, views of
+    q / k / v, one triple per query group.
+
+    Args:
+        q: ``[groups * heads_per_group * head_dim, ...]`` (weight ``[.., hidden]`` or bias).
+        k, v: ``[groups * head_dim, ...]``.
+        num_query_groups: groups present in these tensors (the local count for a TP shard).
+    """
     blocks = []
     for g in range(num_query_groups):
         blocks += [t.chunk(num_query_groups)[g] for t in (q, k, v)]
     return blocks
 
 
-def fuse_qkv(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_query_groups: int
-) -> torch.Tensor:
-    """Interleave q/k/v per query group.
-
-    Args:
-        q: ``[groups * heads_per_group * head_dim, ...]`` (weight ``[.., hidden]`` or bias).
-        k, v: ``[groups * head_dim, ...]``.
-        num_query_groups: groups present in these tensors (the local count for a TP shard).
-    Returns:
-        ``[groups * (heads_per_group + 2) * head_dim, ...]``: per group ``[q_g; k_g; v_g]``.
-    """
-    return torch.cat(qkv_blocks(q, k, v, num_query_groups))
-
-
 def split_qkv_blocks(
     qkv: torch.Tensor, num_query_groups: int, head_dim: int
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """Inverse of :func:`qkv_blocks`: per group the q, k and v rows, views of ``qkv``."""
+    """Inverse of :func:`qkv_blocks`: per group the q, k and v rows, views of ``qkv``
+    (``[G * (hpg + 2) * d, ...]``)."""
     q_rows = qkv.shape[0] // num_query_groups - 2 * head_dim
     q, k, v = [], [], []
     for group in qkv.chunk(num_query_groups):
         for blocks, part in zip((q, k, v), group.split([q_rows, head_dim, head_dim])):
             blocks.append(part)
     return q, k, v
-
-
-def split_qkv(
-    qkv: torch.Tensor, num_query_groups: int, head_dim: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`fuse_qkv`: ``[G * (hpg + 2) * d, ...]`` -> q ``[G*hpg*d, ...]``, k, v."""
-    q, k, v = split_qkv_blocks(qkv, num_query_groups, head_dim)
-    return torch.cat(q), torch.cat(k), torch.cat(v)
 
 
 def fuse_gate_up(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -136,11 +133,14 @@ def pack_grouped_fc1(fc1_per_expert: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([w.t() for w in fc1_per_expert]).reshape(hidden, -1)
 
 
-def unpack_grouped_fc1(weight1: torch.Tensor, num_local_experts: int) -> list[torch.Tensor]:
-    """Inverse of :func:`pack_grouped_fc1`: per-expert ``[X, hidden]`` tensors."""
+def unpack_grouped_fc1(
+    weight1: torch.Tensor, num_local_experts: int, contiguous: bool = True
+) -> list[torch.Tensor]:
+    """Inverse of :func:`pack_grouped_fc1`: per-expert ``[X, hidden]`` tensors (transposed
+    views of ``weight1`` unless ``contiguous``)."""
     hidden = weight1.shape[0]
     blocks = weight1.reshape(num_local_experts, hidden, -1)
-    return [block.t().contiguous() for block in blocks]
+    return [block.t().contiguous() if contiguous else block.t() for block in blocks]
 
 
 def pack_grouped_fc2(fc2_per_expert: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -152,8 +152,11 @@ def pack_grouped_fc2(fc2_per_expert: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([w.t() for w in fc2_per_expert]).reshape(-1, hidden)
 
 
-def unpack_grouped_fc2(weight2: torch.Tensor, num_local_experts: int) -> list[torch.Tensor]:
-    """Inverse of :func:`pack_grouped_fc2`: per-expert ``[hidden, Y]`` tensors."""
+def unpack_grouped_fc2(
+    weight2: torch.Tensor, num_local_experts: int, contiguous: bool = True
+) -> list[torch.Tensor]:
+    """Inverse of :func:`pack_grouped_fc2`: per-expert ``[hidden, Y]`` tensors (transposed
+    views of ``weight2`` unless ``contiguous``)."""
     hidden = weight2.shape[1]
     blocks = weight2.reshape(num_local_experts, -1, hidden)
-    return [block.t().contiguous() for block in blocks]
+    return [block.t().contiguous() if contiguous else block.t() for block in blocks]

@@ -12,6 +12,10 @@ from mindspeed_rl.checkpoint import file_blocks, mcore_layout
 from mindspeed_rl.checkpoint.file_blocks import BlockWriter, MappedFiles
 from mindspeed_rl.models.tensor_layouts import ColumnConcat, concat_blocks
 
+kernel_copy = pytest.mark.skipif(
+    not hasattr(os, "copy_file_range"), reason="os.copy_file_range needs Linux (Python >= 3.8)"
+)
+
 
 @pytest.fixture
 def mapped(tmp_path):
@@ -38,6 +42,7 @@ def _write(writer: BlockWriter, path: Path, blocks) -> bytes:
     return path.read_bytes()
 
 
+@kernel_copy
 def test_blocks_on_a_mapped_file_are_copied_by_the_kernel(mapped, tmp_path):
     tensor, regions = mapped
     blocks = [tensor[3:10], torch.full((2, 48), 7.0), tensor[40:64]]
@@ -83,12 +88,40 @@ def test_other_copy_errors_are_raised(mapped, tmp_path, monkeypatch):
         _write(BlockWriter(regions), tmp_path / "out.bin", [tensor[5:9]])
 
 
-def test_locate_only_answers_for_contiguous_views_inside_a_region(mapped):
+def test_locate_only_answers_for_contiguous_views_inside_a_region(mapped, tmp_path):
     tensor, regions = mapped
-    fd, offset = regions.locate(tensor[2:4])
-    assert offset == 2 * 48 * 4 and os.pread(fd, 8, offset) == tensor[2, :2].numpy().tobytes()
+    region, offset = regions.locate(tensor[2:4])
+    assert region.path == tmp_path / "input.bin" and offset == 2 * 48 * 4
     assert regions.locate(tensor[:, 1:3]) is None
     assert regions.locate(tensor.clone()) is None
+    regions.clear()
+    assert regions.locate(tensor[2:4]) is None
+
+
+@kernel_copy
+def test_short_kernel_copies_are_continued(mapped, tmp_path, monkeypatch):
+    tensor, regions = mapped
+    real = os.copy_file_range
+
+    def at_most_100_bytes(src, dst, count, offset_src, offset_dst):
+        return real(src, dst, min(count, 100), offset_src, offset_dst)
+
+    monkeypatch.setattr(os, "copy_file_range", at_most_100_bytes)
+    writer = BlockWriter(regions)
+    data = _write(writer, tmp_path / "out.bin", [tensor[1:30]])
+    assert data == tensor[1:30].numpy().tobytes() and writer.kernel_bytes == len(data)
+
+
+@kernel_copy
+def test_an_input_replaced_on_disk_is_copied_from_what_was_mapped(mapped, tmp_path):
+    tensor, regions = mapped
+    expected = tensor[4:8].numpy().tobytes()
+    replacement = tmp_path / "other.bin"
+    replacement.write_bytes(bytes(len(tensor.numpy().tobytes())))
+    os.replace(replacement, tmp_path / "input.bin")  # same path, another file
+    writer = BlockWriter(regions)
+    assert _write(writer, tmp_path / "out.bin", [tensor[4:8]]) == expected
+    assert writer.kernel_bytes == 0
 
 
 def _payload():
@@ -108,8 +141,12 @@ def test_torch_file_base_maps_every_storage_to_its_record(tmp_path):
     for tensor in [*loaded["model"].values(), *loaded["rng"]]:
         offset = tensor.data_ptr() - base
         assert raw[offset : offset + tensor.nbytes] == tensor.view(torch.uint8).numpy().tobytes()
-    # a payload missing some of the file's storages cannot be placed: no guess
+    # a payload missing some of the file's storages cannot be placed: no guess, no region
     assert file_blocks.torch_file_base(path, loaded["model"]) is None
+    regions = MappedFiles()
+    assert not file_blocks.register_torch_file(regions, path, loaded["model"])
+    assert len(regions) == 0
+    assert file_blocks.register_torch_file(regions, path, loaded) and len(regions) == 1
 
 
 def _blocks(state):
@@ -144,3 +181,23 @@ def test_save_shard_blocks_without_skip_data_assembles_and_saves(tmp_path, monke
     mcore_layout.save_shard_blocks(tmp_path / "old.pt", _blocks(state), layout, BlockWriter())
     loaded = mcore_layout.load_shard(tmp_path / "old.pt", mmap=False)["model"]
     assert all(torch.equal(loaded[name], tensor) for name, tensor in state.items())
+
+
+@kernel_copy
+def test_save_shard_blocks_copies_mapped_blocks_into_the_records(tmp_path):
+    """Blocks on a mapped torch file (what mg -> hf and a re-conversion see) go file to file
+    into the new file's records, and the result loads as the assembled tensors."""
+    source = tmp_path / "source.pt"
+    torch.save(_payload(), source)
+    loaded = torch.load(source, mmap=True, weights_only=True)
+    regions = MappedFiles()
+    assert file_blocks.register_torch_file(regions, source, loaded)
+    state = loaded["model"]
+    writer = BlockWriter(regions)
+    mcore_layout.save_shard_blocks(
+        tmp_path / "out.pt", _blocks(state), mcore_layout.ShardLayout(), writer
+    )
+    out = mcore_layout.load_shard(tmp_path / "out.pt", mmap=False)["model"]
+    assert all(torch.equal(out[name], tensor) for name, tensor in state.items())
+    assert writer.kernel_bytes == sum(t.nbytes for t in state.values()) and writer.user_bytes == 0
+    regions.clear()

@@ -184,7 +184,7 @@ class BlockWriter:
     """Write lists of row blocks (``tensor_layouts.Block``) into files at given offsets.
 
     ``kernel_bytes`` / ``user_bytes`` count what went file to file and what went through the
-    process (the benchmark prints both).
+    process (the converter CLI prints the share).
     """
 
     def __init__(self, regions: MappedFiles | None = None, buffer_bytes: int = _BUFFER_BYTES):
@@ -214,10 +214,14 @@ class BlockWriter:
         if where is None or nbytes == 0:
             return False
         region, src_offset = where
-        src = os.open(region.path, os.O_RDONLY)
         try:
-            stat = os.fstat(src)
-            if (stat.st_dev, stat.st_ino) != region.identity:  # replaced since it was mapped
+            src = os.open(region.path, os.O_RDONLY)
+        except FileNotFoundError:
+            src = None
+        try:
+            stat = os.fstat(src) if src is not None else None
+            if stat is None or (stat.st_dev, stat.st_ino) != region.identity:
+                # replaced or removed since it was mapped: the mapping still holds its bytes
                 logger.warning(
                     "%s changed on disk during conversion; copying from memory", region.path
                 )
@@ -237,7 +241,8 @@ class BlockWriter:
             self._kernel_copy = False
             return False
         finally:
-            os.close(src)
+            if src is not None:
+                os.close(src)
         self.kernel_bytes += nbytes
         return True
 

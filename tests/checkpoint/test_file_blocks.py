@@ -113,13 +113,15 @@ def test_short_kernel_copies_are_continued(mapped, tmp_path, monkeypatch):
 
 
 @kernel_copy
-def test_an_input_replaced_on_disk_is_copied_from_what_was_mapped(mapped, tmp_path):
+def test_an_input_replaced_or_removed_on_disk_is_copied_from_what_was_mapped(mapped, tmp_path):
     tensor, regions = mapped
     expected = tensor[4:8].numpy().tobytes()
     replacement = tmp_path / "other.bin"
     replacement.write_bytes(bytes(len(tensor.numpy().tobytes())))
     os.replace(replacement, tmp_path / "input.bin")  # same path, another file
     writer = BlockWriter(regions)
+    assert _write(writer, tmp_path / "out.bin", [tensor[4:8]]) == expected
+    os.unlink(tmp_path / "input.bin")  # removed: the mapping still holds the bytes
     assert _write(writer, tmp_path / "out.bin", [tensor[4:8]]) == expected
     assert writer.kernel_bytes == 0
 

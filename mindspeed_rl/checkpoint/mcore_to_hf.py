@@ -6,10 +6,11 @@ directory) or, for checkpoints written by this project, from the ``hf_config`` e
 records. Conversion goes one pipeline stage and one layer at a time: every output tensor's
 name, shape and dtype is known from the mapping and the shards' metadata before the first byte
 is written, so each merged tensor goes straight to its safetensors shard (``hf_files``) as row
-blocks: those that lie in a shard as they are (everything but row-parallel weights and grouped
-experts) are copied file to file by the kernel, the rest is computed through a bounded buffer
-(``file_blocks``). The stage's shards are memory-mapped afresh per layer and unmapped after it.
-Peak memory: well below one layer.
+blocks: those that lie in a shard as they are (everything but row-parallel weights at TP > 1
+and grouped experts) are copied file to file by the kernel, the rest is computed through one
+bounded buffer (``file_blocks``). The stage's shards are memory-mapped afresh per layer and
+unmapped after it. Peak memory: that buffer and the shard pages computed blocks read, at most
+one layer.
 Output is built in a temporary sibling of the target and renamed into place at the end.
 """
 
@@ -189,9 +190,9 @@ def convert_mcore_to_hf(opts: McoreToHfOptions) -> ConversionSummary:
     layout, mapping = plan.files.layout, plan.mapping
     entries = _announce(plan)
     regions = MappedFiles()
-    blocks = BlockWriter(regions)
+    block_writer = BlockWriter(regions)
     with atomic_directory(opts.save_dir, opts.force) as tmp:
-        writer = hf_files.ShardedSafetensorsWriter(tmp, entries, opts.max_shard_bytes, blocks)
+        writer = hf_files.ShardedSafetensorsWriter(tmp, entries, opts.max_shard_bytes, block_writer)
         try:
             for pp_rank in range(layout.pp):
                 for bucket in _hf_order(plan, pp_rank):
@@ -222,4 +223,4 @@ def convert_mcore_to_hf(opts: McoreToHfOptions) -> ConversionSummary:
                 "no tokenizer files copied: pass --tokenizer-model or --hf-config-dir to include them"
             )
     seconds = time.perf_counter() - start
-    return ConversionSummary(len(written), writer.total_bytes, seconds, blocks.kernel_bytes)
+    return ConversionSummary(len(written), writer.total_bytes, seconds, block_writer.kernel_bytes)

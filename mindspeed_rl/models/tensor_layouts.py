@@ -72,9 +72,8 @@ def blocks_shape(blocks: Sequence[Block], name: str = "") -> tuple[int, ...]:
     for block in blocks[1:]:
         if block.dtype != first.dtype or tuple(block.shape[1:]) != tuple(first.shape[1:]):
             raise ValueError(
-                f"{name or 'row blocks'}: blocks do not make one tensor: {first.dtype} "
-                f"{list(first.shape)} and "
-                f"{block.dtype} {list(block.shape)}"
+                f"{name or 'row blocks'}: blocks do not make one tensor: "
+                f"{first.dtype} {list(first.shape)} and {block.dtype} {list(block.shape)}"
             )
     return (sum(b.shape[0] for b in blocks), *first.shape[1:])
 
@@ -94,10 +93,8 @@ def qkv_blocks(
         k, v: ``[groups * head_dim, ...]``.
         num_query_groups: groups present in these tensors (the local count for a TP shard).
     """
-    blocks = []
-    for g in range(num_query_groups):
-        blocks += [t.chunk(num_query_groups)[g] for t in (q, k, v)]
-    return blocks
+    groups = zip(*(t.chunk(num_query_groups) for t in (q, k, v)), strict=True)
+    return [block for triple in groups for block in triple]
 
 
 def split_qkv_blocks(

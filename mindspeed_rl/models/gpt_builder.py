@@ -156,7 +156,19 @@ def build_gpt_model(
     )
     if llama3:
         _set_llama3_inv_freq(gpt.rotary_pos_emb, model)
+    _cast_parameters(gpt, params_dtype)
     return gpt
+
+
+def _cast_parameters(gpt: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Every parameter in ``dtype``, as Megatron-LM's ``Float16Module`` leaves them: the local
+    spec's torch norms are created in fp32, and a bf16 model with fp32 norms breaks the
+    distributed optimizer's checkpoint (its parameter-state map assumes one dtype per group:
+    main params and shard ranges came out paired with the wrong tensors). Runs before DDP, when
+    nothing views the parameters yet."""
+    for param in gpt.parameters():
+        if param.dtype != dtype and param.is_floating_point():
+            param.data = param.data.to(dtype)
 
 
 def _set_llama3_inv_freq(rotary, model: ModelConfig) -> None:

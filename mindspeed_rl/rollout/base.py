@@ -18,6 +18,19 @@ from mindspeed_rl.rollout.sampling import SamplingParams
 
 FinishReason = Literal["stop", "length"]
 
+# What an engine can hold on the device, in the order a colocated step wakes them: the weights
+# first (the sync fills them), the KV cache after the actor's parameters have left the device.
+ENGINE_TAGS = ("weights", "kv_cache")
+
+
+def wake_tags(tags: Sequence[str] | None) -> set[str]:
+    """The tags of a ``wake_up`` call (None: all), checked."""
+    wanted = set(ENGINE_TAGS if tags is None else tags)
+    unknown = wanted - set(ENGINE_TAGS)
+    if unknown:
+        raise ValueError(f"unknown engine memory tags {sorted(unknown)}; valid: {ENGINE_TAGS}")
+    return wanted
+
 
 @dataclasses.dataclass
 class RolloutOutput:
@@ -57,6 +70,8 @@ class RolloutEngine(Protocol):
     """Generation colocated with training; weights arrive from the actor under HF names."""
 
     weight_version: int
+    awake: set[str]  # of ENGINE_TAGS
+    keeps_weights_asleep: bool  # False: sleep() drops the weights and a sync must follow
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> RolloutOutput:
         """Sample ``params.n`` responses for each prompt (token ids, no padding)."""
@@ -65,7 +80,10 @@ class RolloutEngine(Protocol):
         """Replace weights from (HF name, full tensor) pairs; returns the number loaded."""
 
     def sleep(self) -> None:
-        """Release device memory for training (weights / KV cache), keeping the engine."""
+        """Release the engine's device memory (weights and KV cache), keeping the engine."""
 
-    def wake_up(self) -> None:
-        """Take the memory back before generating."""
+    def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """Take back the memory of ``tags`` (of ENGINE_TAGS; None: all)."""
+
+    def resident_bytes(self) -> dict[str, int | None]:
+        """Device bytes held now: ``engine_weights``, ``kv_cache`` (None: not known)."""

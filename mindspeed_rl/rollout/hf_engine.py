@@ -4,6 +4,11 @@ A batched decoding loop of our own over transformers' KV cache (not ``model.gene
 sampling follows ``sampling.py`` exactly and each sampled token's log-prob comes out of the same
 logits it was sampled from. Prompts are left-padded inside the engine; finished rows stop
 contributing tokens (they keep being fed padding until the whole batch is done or the cap is hit).
+
+Memory, like vLLM's sleep level 2: ``sleep()`` releases the parameters' device storage without a
+copy (the next weight sync overwrites them; buffers such as RoPE frequencies stay), and the KV
+cache exists only inside ``generate``. ``wake_up(["weights"])`` re-grows the parameter storage in
+place for the sync to fill.
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from mindspeed_rl.rollout.base import FinishReason, RolloutOutput, pack_responses
+from mindspeed_rl.platform.storage_stash import StorageStash, resident_bytes, unique_storages
+from mindspeed_rl.rollout.base import (
+    ENGINE_TAGS,
+    FinishReason,
+    RolloutOutput,
+    pack_responses,
+    wake_tags,
+)
 from mindspeed_rl.rollout.sampling import SamplingParams, sample_next
 
 logger = logging.getLogger(__name__)
@@ -36,6 +48,10 @@ class HFRolloutEngine:
         self.pad_token_id = pad_token_id
         self.max_num_seqs = max_num_seqs
         self.weight_version = 0
+        self.awake: set[str] = set(ENGINE_TAGS)
+        self.keeps_weights_asleep = False  # a sync must follow every wake-up
+        self.kv_cache_bytes = 0  # measured: the largest cache of the last generate call
+        self._stash = StorageStash(pin_memory=False)  # releases without copies only
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: torch.dtype = torch.float32, **kwargs):
@@ -76,26 +92,46 @@ class HFRolloutEngine:
         self.weight_version = version
         return loaded
 
+    def _weight_storages(self):
+        return unique_storages(self.model.parameters())
+
     def sleep(self) -> None:
-        """On CPU there is no device memory to give back; on accelerators free the cache."""
+        """Release the weights' device storage (no copy) and the allocator's cache."""
         from mindspeed_rl.platform.device import empty_cache
 
+        self._stash.release(self._weight_storages(), keep=False)
+        self.awake.clear()
         empty_cache()
 
-    def wake_up(self) -> None:
-        pass
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Re-grow the weights' storage (``weights``; contents unspecified until the next
+        ``load_weights``) and allow generation (``kv_cache``: allocated per call)."""
+        wanted = wake_tags(tags)
+        if "weights" in wanted and "weights" not in self.awake:
+            self._stash.restore(self._weight_storages())
+        self.awake |= wanted
+
+    def resident_bytes(self) -> dict[str, int]:
+        return {
+            "engine_weights": resident_bytes(self._weight_storages()),
+            # the cache lives inside generate(); while awake, its peak of the last call
+            "kv_cache": self.kv_cache_bytes if "kv_cache" in self.awake else 0,
+        }
 
     # --- generation --------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> RolloutOutput:
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
+        if self.awake != set(ENGINE_TAGS):
+            raise RuntimeError(f"generate needs the engine awake (awake: {sorted(self.awake)})")
         generator = torch.Generator(device=self.device)  # multinomial samples where the logits are
         if params.seed is not None:
             generator.manual_seed(params.seed)
         else:
             generator.seed()
         rows = [(i, list(p)) for i, p in enumerate(prompts) for _ in range(params.n)]
+        self.kv_cache_bytes = 0
         sequences: list[list[int]] = []
         log_probs: list[torch.Tensor] = []
         reasons: list[FinishReason] = []
@@ -150,6 +186,7 @@ class HFRolloutEngine:
             step_ids = next_tokens.unsqueeze(-1)
             step_positions = step_positions[:, -1:] + 1
             attention = torch.cat([attention, (~done).long().unsqueeze(-1)], dim=-1)
+        self.kv_cache_bytes = max(self.kv_cache_bytes, _cache_bytes(cache))
         lengths, tokens, token_lp = lengths.cpu(), tokens.cpu(), token_lp.cpu()
         sequences = [tokens[i, : lengths[i]].tolist() for i in range(batch)]
         log_probs = [token_lp[i, : lengths[i]] for i in range(batch)]
@@ -158,3 +195,15 @@ class HFRolloutEngine:
             "stop" if seq and seq[-1] in eos_ids else "length" for seq in sequences
         ]
         return sequences, log_probs, reasons
+
+
+def _cache_bytes(cache) -> int:
+    """Bytes of a transformers KV cache (``DynamicCache.layers``; older ``key_cache`` lists)."""
+    if cache is None:
+        return 0
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        tensors = [t for layer in layers for t in (layer.keys, layer.values) if t is not None]
+    else:
+        tensors = list(getattr(cache, "key_cache", [])) + list(getattr(cache, "value_cache", []))
+    return sum(t.numel() * t.element_size() for t in tensors if torch.is_tensor(t))

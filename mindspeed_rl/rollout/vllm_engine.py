@@ -5,8 +5,9 @@ process group that training initialised, with its own inference TP. ``import vll
 here; everything that translates our config lives in ``vllm_args.py`` and is tested on CPU.
 
 Memory: ``sleep()`` drops the KV cache and the weights (level 2: the weights come back by sync
-anyway), ``wake_up()`` re-allocates them; the trainer syncs weights between the two halves of the
-wake-up (weights first, then the KV cache) so peak memory stays below training's.
+anyway), ``wake_up(tags)`` re-allocates them; the worker wakes the weights, syncs, releases the
+actor's parameters and only then wakes the KV cache (workers/residency.py), so the KV cache and
+the training state are never on the device together.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from mindspeed_rl.config.schema import GenerateConfig
-from mindspeed_rl.rollout.base import FinishReason, RolloutOutput, pack_responses
+from mindspeed_rl.rollout.base import (
+    ENGINE_TAGS,
+    FinishReason,
+    RolloutOutput,
+    pack_responses,
+    wake_tags,
+)
 from mindspeed_rl.rollout.sampling import SamplingParams
 from mindspeed_rl.rollout.vllm_args import engine_kwargs, sampling_kwargs
 
@@ -40,7 +47,8 @@ class VLLMRolloutEngine:
         self.eos_token_ids = list(eos_token_ids)
         self.pad_token_id = pad_token_id
         self.weight_version = 0
-        self._asleep = False
+        self.awake: set[str] = set(ENGINE_TAGS)  # vLLM allocates both at start-up
+        self.keeps_weights_asleep = False  # level 2 discards them
 
     def _model(self) -> torch.nn.Module:
         # external_launcher runs the worker in this process: the model is one attribute path away
@@ -60,14 +68,20 @@ class VLLMRolloutEngine:
         return len(counted)
 
     def sleep(self) -> None:
-        if not self._asleep:
+        if self.awake:
             self._llm.sleep(level=2)
-            self._asleep = True
+            self.awake.clear()
 
     def wake_up(self, tags: list[str] | None = None) -> None:
-        if self._asleep:
-            self._llm.wake_up(tags=tags)
-            self._asleep = tags is not None and "kv_cache" not in tags
+        missing = [t for t in ENGINE_TAGS if t in wake_tags(tags) and t not in self.awake]
+        if missing:
+            self._llm.wake_up(tags=missing)
+            self.awake.update(missing)
+
+    def resident_bytes(self) -> dict[str, int | None]:
+        # vLLM does not report its pools without private attribute chains: the worker's ledger
+        # uses the device's allocated bytes instead
+        return {"engine_weights": None, "kv_cache": None}
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> RolloutOutput:
         from vllm import SamplingParams as VLLMSamplingParams  # noqa: PLC0415

@@ -89,7 +89,11 @@ class MegatronActor:
         total_optimizer_steps: int,
         params_dtype: torch.dtype = torch.float32,
         temperature: float = 1.0,
+        initialize: bool = True,
     ) -> None:
+        """``initialize=False``: a checkpoint provides every weight next, so the model skips
+        Megatron's random initialisation (at 32B minutes of fp32 work and host memory per
+        rank, thrown away by the load)."""
         from megatron.core.distributed import (
             DistributedDataParallel,
             DistributedDataParallelConfig,
@@ -120,7 +124,16 @@ class MegatronActor:
             rl_config.clip_ratio_low,
             rl_config.clip_ratio_high,
         )
-        module = build_gpt_model(model_config, layout, params_dtype)
+        module = build_gpt_model(
+            model_config, layout, params_dtype, perform_initialization=initialize,
+            # accelerators create each TP shard on the device; the host path would first
+            # initialise every full weight in fp32
+            use_cpu_initialization=device_type() == "cpu",
+        )  # fmt: skip
+        # on the rank's device before DDP wraps it: DDP's buffers (and, without the distributed
+        # optimizer, the parameters themselves) are allocated where the module is
+        module.to(self.device)
+        _check_placement(module, self.device)
         self.model = DistributedDataParallel(
             config=module.config,
             ddp_config=DistributedDataParallelConfig(
@@ -296,3 +309,15 @@ class MegatronActor:
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+
+def _check_placement(module: torch.nn.Module, device: torch.device) -> None:
+    """Every parameter and buffer on ``device``: a stray host tensor would make the first forward
+    mix devices (or silently train a host copy)."""
+    stray = [
+        f"{name} on {t.device}"
+        for name, t in [*module.named_parameters(), *module.named_buffers()]
+        if t.device.type != device.type
+    ]
+    if stray:
+        raise RuntimeError(f"actor tensors not on {device}: {', '.join(stray[:5])}")

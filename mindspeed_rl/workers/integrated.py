@@ -20,6 +20,7 @@ from mindspeed_rl.platform.distributed import ParallelLayout, init_distributed
 from mindspeed_rl.rollout.base import RolloutOutput
 from mindspeed_rl.rollout.sampling import SamplingParams
 from mindspeed_rl.workers.offload import TrainStateOffloader
+from mindspeed_rl.workers.residency import PHASES, MemoryLedger, enter_phase
 from mindspeed_rl.workers.timing import Timer
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ class IntegratedWorker:
         self.rank = rank
         self.actor_version = 0  # optimizer updates applied; the engine must run this version
         self.compute = Timer()  # time inside model code, per operation
+        self.engine = None
+        self.engine_has_weights = False  # False after a sleep that dropped them: sync first
+        self.ledger = MemoryLedger()
+        self.phase = "setup"
 
     def address_and_free_port(self) -> tuple[str, int]:
         import ray
@@ -55,7 +60,6 @@ class IntegratedWorker:
         """Initialise this rank. ``resume``: {'iteration', 'actor_version'} to restore a training
         checkpoint from ``actor_config.load`` (finetune: false); else ``load`` gives the starting
         weights only (finetune semantics)."""
-        import ray
         import transformers
         from megatron.core import parallel_state as ps
 
@@ -96,7 +100,7 @@ class IntegratedWorker:
         dtype = torch.bfloat16 if actor_cfg.bf16 else torch.float32
         self.actor = MegatronActor(
             config.model, actor_cfg, rl, self.layout, total_optimizer_steps, dtype,
-            temperature=gen.sampling_config.temperature,
+            temperature=gen.sampling_config.temperature, initialize=actor_cfg.load is None,
         )  # fmt: skip
         if actor_cfg.load is not None:
             # finetune: the weights of the latest checkpoint (or 'release'), iteration 0;
@@ -122,6 +126,9 @@ class IntegratedWorker:
             grads=gen.offload_train_grad,
             optimizer_state=gen.offload_train_optimizer,
         )
+        # the engine sizes its KV cache from the free device memory: create it with the
+        # training state off the device
+        self._enter("engine_init")
         kind = engine_kind(gen, device_type())
         if kind == "hf":
             from mindspeed_rl.rollout.hf_engine import HFRolloutEngine
@@ -151,7 +158,7 @@ class IntegratedWorker:
             "pp_rank": ps.get_pipeline_model_parallel_rank(),
             "last_stage": ps.is_pipeline_last_stage(),
             "pid": os.getpid(),
-            "node_id": ray.get_runtime_context().get_node_id(),
+            "node_id": _ray_node_id(),
             "engine": kind,
             "eos_token_ids": self.eos_token_ids,
             "pad_token_id": self.pad_token_id,
@@ -181,13 +188,12 @@ class IntegratedWorker:
         from mindspeed_rl.checkpoint.training_state import save_rank
 
         actor_cfg = self.config.actor
-        self.offloader.reload()
+        self._enter("save")
         path = save_rank(
             self.actor, root, iteration, self._shard_layout(), self._shard_position(),
             self.config.model_dump(mode="json"), save_optim=not actor_cfg.no_save_optim,
             save_rng=not actor_cfg.no_save_rng,
         )  # fmt: skip
-        self.offloader.offload()
         return str(path)
 
     def finalize_checkpoint(
@@ -199,23 +205,45 @@ class IntegratedWorker:
 
     # --- rollout -------------------------------------------------------------------------------
 
+    def _enter(self, phase: str) -> None:
+        """Make the device hold what ``phase`` needs (workers/residency.py), and record it."""
+        wanted = PHASES[phase]
+        engine = self.engine
+        if engine is not None and not engine.awake.issubset(wanted.engine):
+            # the engine sleeps whole; an engine that drops its weights asleep needs a sync
+            self.engine_has_weights = self.engine_has_weights and engine.keeps_weights_asleep
+        enter_phase(wanted, self.offloader, engine)
+        self.phase = phase
+        self.ledger.record(phase, self.offloader, engine)
+
     def sync_weights(self) -> tuple[int, int]:
         """Actor -> engine (a collective over the whole group); returns (engine version, actor
-        version), which the trainer checks are equal."""
+        version), which the trainer checks are equal. Leaves the engine ready to generate."""
         from mindspeed_rl.workers.weight_sync import iter_synced_weights
 
-        self.offloader.reload()
-        self.engine.wake_up()
+        self._enter("sync")
         pairs = iter_synced_weights(self.actor.module, self.mapping)
         self.engine.load_weights(pairs, self.actor_version)
-        self.offloader.offload()  # generation comes next: its memory, not training's
+        self.engine_has_weights = True
+        self._enter("generate")
         return self.engine.weight_version, self.actor_version
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> RolloutOutput | None:
+        # every rank gets this call, so a re-sync (a collective) happens on all of them together
+        if not self.engine_has_weights:
+            self.sync_weights()
+        elif self.phase != "generate":
+            self._enter("generate")
         if not prompts:
             return None
         with self.compute.phase("gen"):
-            return self.engine.generate(prompts, params)
+            out = self.engine.generate(prompts, params)
+        self.ledger.record("generate", self.offloader, self.engine)  # with the KV cache's peak
+        return out
+
+    def memory_ledger(self) -> list[dict]:
+        """Bytes resident per phase transition (the last ones; see workers/residency.py)."""
+        return self.ledger.as_dicts()
 
     def pop_compute_seconds(self) -> dict[str, float]:
         """Seconds spent in model code since the last call (orchestration = the rest)."""
@@ -226,8 +254,7 @@ class IntegratedWorker:
     def compute_log_prob(self, rows, micro_batch_size: int) -> torch.Tensor | None:
         from megatron.core import parallel_state as ps
 
-        self.engine.sleep()
-        self.offloader.reload()
+        self._enter("log_prob")
         with self.compute.phase("old_log_prob"):
             lp = self.actor.compute_log_prob(rows, micro_batch_size)
         return lp if lp is not None and ps.get_tensor_model_parallel_rank() == 0 else None
@@ -237,8 +264,7 @@ class IntegratedWorker:
         the m-th equal slice). Returns metrics averaged over the steps (last stage, TP rank 0)."""
         from megatron.core import parallel_state as ps
 
-        self.engine.sleep()
-        self.offloader.reload()
+        self._enter("update")
         rows_per_mini = len(batch) // mini_batches
         totals: dict[str, float] = {}
         steps = 0
@@ -263,3 +289,11 @@ class IntegratedWorker:
         out["actor/grad_norm"] = sum(grad_norms) / len(grad_norms)
         out["actor/lr"] = self.actor.lr
         return out
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node of this worker; None when it runs without Ray (the device check)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray.get_runtime_context().get_node_id() if ray and ray.is_initialized() else None

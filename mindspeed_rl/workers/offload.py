@@ -1,45 +1,69 @@
-"""Give the colocated rollout engine the device memory that training holds between updates.
+"""Give the colocated rollout engine the device memory that training holds between phases.
 
-``generate_config.offload_train_param`` / ``offload_train_grad`` / ``offload_train_optimizer``:
+``generate_config.offload_train_param`` / ``offload_train_grad`` / ``offload_train_optimizer``
+switch three groups separately:
 
-* gradients: the DDP grad buffers are freed (``storage().resize_(0)``; every ``main_grad`` view stays
-  a valid object) and re-allocated zeroed before the next backward -- they hold nothing between
-  updates;
-* parameters: the DDP param buffers (distributed optimizer) or each parameter's data move to host
-  memory and back; views into a buffer stay views because the buffer's storage is swapped in place;
-* optimizer: every tensor of the optimizer state (Adam moments, fp32 main weights) moves to host
-  memory and back.
+* ``params``: the storages behind the module's parameters (the DDP param buffers with the
+  distributed optimizer, else each parameter's own storage; fp32 shard main params of the
+  distributed optimizer are views into these);
+* ``grads``: the DDP grad buffers. They hold nothing between updates, so they are released without
+  a copy and come back zeroed;
+* ``optimizer``: Adam's moments and the fp32 main copies of bf16 parameters (not those that are
+  views of the params group).
 
-On a CPU-only host there is nothing to free: the host is the device, and every call is a no-op.
+Storages are emptied and restored in place (``platform/storage_stash.py``), so every view
+Megatron holds stays valid. This runs the same way on every platform: on CPU the "device" storage
+is host memory and is really released and refilled, so the tests exercise the accelerator path.
+The phase order that uses it is in ``workers/residency.py`` and docs/memory.md.
 """
 
 from __future__ import annotations
 
 import torch
 
-_HOST = torch.device("cpu")
+from mindspeed_rl.platform.storage_stash import (
+    StorageStash,
+    resident_bytes,
+    storage_key,
+    unique_storages,
+)
+
+GROUPS = ("params", "grads", "optimizer")
 
 
-def _optimizer_states(optimizer) -> list[dict]:
-    inner = getattr(optimizer, "chained_optimizers", [optimizer])
-    states = []
-    for opt in inner:
+def _inner_optimizers(optimizer) -> list:
+    return list(getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
+def _optimizer_state_tensors(optimizer) -> list[torch.Tensor]:
+    tensors = []
+    for opt in _inner_optimizers(optimizer):
         torch_opt = getattr(opt, "optimizer", None)
-        if torch_opt is not None:
-            states.extend(torch_opt.state.values())
-    return states
+        if torch_opt is None:
+            continue
+        for state in torch_opt.state.values():
+            tensors.extend(v for v in state.values() if torch.is_tensor(v) and v.dim() > 0)
+    return tensors
 
 
 def _main_params(optimizer) -> list[torch.Tensor]:
     params = []
-    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+    for opt in _inner_optimizers(optimizer):
         for name in ("shard_fp32_from_float16_groups", "fp32_from_float16_groups"):
             for group in getattr(opt, name, None) or []:
                 params.extend(p for p in group if p is not None)
     return params
 
 
+def _ddp_buffers(ddp_model) -> list:
+    return list(getattr(ddp_model, "buffers", [])) + list(
+        getattr(ddp_model, "expert_parallel_buffers", [])
+    )
+
+
 class TrainStateOffloader:
+    """Release / restore the actor's params, grads and optimizer state, each group on its own."""
+
     def __init__(
         self,
         ddp_model,
@@ -48,83 +72,59 @@ class TrainStateOffloader:
         params: bool,
         grads: bool,
         optimizer_state: bool,
-        host: torch.device = _HOST,
-        force: bool = False,
+        pin_memory: bool | None = None,
     ) -> None:
+        from mindspeed_rl.platform.device import is_accelerator
+
         self.model = ddp_model
         self.optimizer = optimizer
-        self.params, self.grads, self.optimizer_state = params, grads, optimizer_state
-        self.host = host
-        self.device = next(ddp_model.parameters()).device
-        self._grad_sizes: list[int] = []
-        self.offloaded = False
-        # force: run the bookkeeping on a CPU host too (tests; nothing is freed there)
-        self.force = force
+        self.enabled = {"params": params, "grads": grads, "optimizer": optimizer_state}
+        self.stash = StorageStash(is_accelerator() if pin_memory is None else pin_memory)
+        self.resident = dict.fromkeys(GROUPS, True)
 
-    @property
-    def active(self) -> bool:
-        on_device = self.device.type != "cpu" or self.force
-        return on_device and (self.params or self.grads or self.optimizer_state)
+    # --- which storages belong to which group --------------------------------------------------
 
-    def _buffers(self):
-        return list(getattr(self.model, "buffers", [])) + list(
-            getattr(self.model, "expert_parallel_buffers", [])
-        )
+    def storages(self, group: str) -> list[torch.UntypedStorage]:
+        """The storages of ``group``, recomputed each call (Adam's state appears at the first
+        step). A storage belongs to one group only: params first, then grads."""
+        if group == "params":
+            return unique_storages(self.model.parameters())
+        if group == "grads":
+            return unique_storages(b.grad_data for b in _ddp_buffers(self.model))
+        taken = {storage_key(s) for g in ("params", "grads") for s in self.storages(g)}
+        tensors = _optimizer_state_tensors(self.optimizer) + _main_params(self.optimizer)
+        return [s for s in unique_storages(tensors) if storage_key(s) not in taken]
 
-    def offload(self) -> None:
-        if not self.active or self.offloaded:
-            return
-        if self.grads:
-            self._grad_sizes = []
-            for buffer in self._buffers():
-                storage = buffer.grad_data.untyped_storage()
-                self._grad_sizes.append(storage.size())
-                storage.resize_(0)
-        if self.params:
-            self._move_params(self.host)
-        if self.optimizer_state:
-            self._move_optimizer(self.host)
-        self.offloaded = True
-        from mindspeed_rl.platform.device import empty_cache, synchronize
+    def resident_bytes(self) -> dict[str, int]:
+        """Device bytes each group holds now (0 while released)."""
+        return {group: resident_bytes(self.storages(group)) for group in GROUPS}
 
-        synchronize()
-        empty_cache()
+    # --- moves -----------------------------------------------------------------------------
 
-    def reload(self) -> None:
-        if not self.active or not self.offloaded:
-            return
-        if self.grads:
-            for buffer, size in zip(self._buffers(), self._grad_sizes):
-                buffer.grad_data.untyped_storage().resize_(size)
-                buffer.grad_data.zero_()
-        if self.params:
-            self._move_params(self.device)
-        if self.optimizer_state:
-            self._move_optimizer(self.device)
-        self.offloaded = False
-        from mindspeed_rl.platform.device import synchronize
+    def offload(self, groups=GROUPS) -> int:
+        """Release the enabled ``groups`` that are resident; returns the device bytes freed."""
+        from mindspeed_rl.platform.device import empty_cache
 
-        synchronize()
+        freed = 0
+        for group in groups:
+            if self.enabled[group] and self.resident[group]:
+                freed += self.stash.release(self.storages(group), keep=group != "grads")
+                self.resident[group] = False
+        if freed:
+            empty_cache()
+        return freed
 
-    def _move_params(self, to: torch.device) -> None:
-        buffers = [b for b in self._buffers() if getattr(b, "param_data", None) is not None]
-        in_buffers = set()
-        for buffer in buffers:
-            buffer.param_data.data = buffer.param_data.data.to(to, non_blocking=True)
-            in_buffers.update(id(p) for p in buffer.params)
-        # parameters that are views into a moved buffer must be re-pointed at it
-        for buffer in buffers:
-            for param in buffer.params:
-                start, end = buffer.param_index_map[param][:2]
-                param.data = buffer.param_data[start:end].view(param.shape)
-        for param in self.model.parameters():
-            if id(param) not in in_buffers:
-                param.data = param.data.to(to, non_blocking=True)
+    def reload(self, groups=GROUPS) -> int:
+        """Restore the released ``groups``; returns the bytes brought back."""
+        restored = 0
+        for group in groups:
+            if not self.resident[group]:
+                restored += self.stash.restore(self.storages(group), zero=group == "grads")
+                self.resident[group] = True
+        return restored
 
-    def _move_optimizer(self, to: torch.device) -> None:
-        for state in _optimizer_states(self.optimizer):
-            for key, value in state.items():
-                if torch.is_tensor(value) and value.dim() > 0:
-                    state[key] = value.to(to, non_blocking=True)
-        for param in _main_params(self.optimizer):
-            param.data = param.data.to(to, non_blocking=True)
+    def ensure(self, wanted) -> None:
+        """Exactly ``wanted`` (a set of groups) resident, of those that may be offloaded;
+        releases first so the peak never holds both the old and the new phase's state."""
+        self.offload([g for g in GROUPS if g not in wanted])
+        self.reload([g for g in GROUPS if g in wanted])

@@ -113,7 +113,7 @@ def run_offload(rank: int, world_size: int) -> dict:
 
         step()
         offloader = TrainStateOffloader(actor.model, actor.optimizer, params=True, grads=True,
-                                        optimizer_state=True, force=True)  # fmt: skip
+                                        optimizer_state=True)  # fmt: skip
         before = {k: v.clone() for k, v in actor.module.state_dict().items() if "_extra" not in k}
         offloader.offload()
         freed = [b.grad_data.untyped_storage().size() for b in actor.model.buffers]

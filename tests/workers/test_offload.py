@@ -1,0 +1,96 @@
+"""Offload on a simulated device: training keeps learning, and the memory order is kept.
+
+One spawned process runs the integrated worker (Megatron actor, HF engine, weight sync,
+checkpoint) for 3 iterations in each of fp32 / bf16 x distributed optimizer off / on, with offload
+on and off, inside ``tests/simulated_device.py`` (host <-> device moves copy, as on a device).
+"""
+
+import pytest
+import torch
+
+from tests.distributed_harness import run_distributed
+from tests.workers import offload_case
+
+pytestmark = pytest.mark.slow
+
+PAIRS = [(bf16, dist) for bf16 in (False, True) for dist in (False, True)]
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    assets = offload_case.build_assets(tmp_path_factory.mktemp("offload"))
+    return run_distributed(offload_case.run_matrix, 1, assets)[0]
+
+
+def _key(bf16, dist, offload):
+    return f"bf16={bf16},distopt={dist},offload={offload}"
+
+
+def _equal(a: dict, b: dict) -> list[str]:
+    assert a.keys() == b.keys()
+    return [k for k in a if not torch.equal(a[k], b[k])]
+
+
+@pytest.mark.parametrize("bf16,dist", PAIRS)
+def test_offload_trains_exactly_like_no_offload(matrix, bf16, dist):
+    off, on = matrix[_key(bf16, dist, False)], matrix[_key(bf16, dist, True)]
+    for it in range(3):
+        assert _equal(on["actor"][it], off["actor"][it]) == [], f"actor weights, iteration {it}"
+        assert _equal(on["engine"][it], off["engine"][it]) == [], f"engine weights, iteration {it}"
+        torch.testing.assert_close(on["log_probs"][it], off["log_probs"][it], rtol=0, atol=0)
+    assert _equal(on["checkpoint"], off["checkpoint"]) == []
+    # and the optimizer really moved the weights every iteration (a frozen model is "equal" too)
+    for it in range(1, 3):
+        changed = _equal(on["actor"][it], on["actor"][it - 1])
+        assert len(changed) == len(on["actor"][it]), f"unchanged at iteration {it}"
+    assert _equal(on["checkpoint"], on["actor"][-1]) == []
+
+
+def test_the_simulated_device_copied_moves(matrix):
+    assert matrix["copied_moves"] > 0
+
+
+def _entries(ledger: list[dict], phase: str) -> list[dict]:
+    found = [e["resident"] for e in ledger if e["phase"] == phase]
+    assert found, f"no ledger entry for {phase}"
+    return found
+
+
+@pytest.mark.parametrize("bf16,dist", PAIRS)
+def test_memory_order_of_a_colocated_step(matrix, bf16, dist):
+    ledger = matrix[_key(bf16, dist, True)]["ledger"]
+    full = matrix[_key(bf16, dist, False)]["ledger"]
+    sizes = _entries(full, "update")[-1]  # nothing offloaded: every group at its full size
+    assert min(sizes["actor_params"], sizes["actor_grads"], sizes["actor_optimizer"]) > 0
+    # the engine is created with the training state off the device
+    (init,) = _entries(ledger, "engine_init")
+    assert init["actor_params"] == init["actor_grads"] == init["actor_optimizer"] == 0
+    for entry in _entries(ledger, "generate"):
+        assert entry["actor_params"] == entry["actor_grads"] == entry["actor_optimizer"] == 0
+        assert entry["engine_weights"] > 0
+    assert any(e["kv_cache"] > 0 for e in _entries(ledger, "generate"))
+    for entry in _entries(ledger, "sync"):
+        assert entry["actor_grads"] == entry["actor_optimizer"] == entry["kv_cache"] == 0
+        assert entry["actor_params"] == sizes["actor_params"] and entry["engine_weights"] > 0
+    for entry in _entries(ledger, "log_prob"):
+        assert entry["actor_grads"] == entry["actor_optimizer"] == 0
+        assert entry["engine_weights"] == entry["kv_cache"] == 0
+        assert entry["actor_params"] == sizes["actor_params"]
+    updates, full_updates = _entries(ledger, "update"), _entries(full, "update")
+    assert len(updates) == len(full_updates) == 3
+    for entry, resident in zip(updates, full_updates):  # Adam's state appears at the first step
+        assert entry["engine_weights"] == entry["kv_cache"] == 0
+        for group in ("actor_params", "actor_grads", "actor_optimizer"):
+            assert entry[group] == resident[group]
+    # never the optimizer state and the KV cache together, in any recorded phase
+    for entry in ledger:
+        resident = entry["resident"]
+        assert not (resident["actor_optimizer"] and resident["kv_cache"]), entry
+
+
+def test_host_copies_are_allocated_once(matrix):
+    """Three offload cycles hold one host copy of params + optimizer state, not three."""
+    for bf16, dist in PAIRS:
+        run = matrix[_key(bf16, dist, True)]
+        sizes = _entries(matrix[_key(bf16, dist, False)]["ledger"], "update")[-1]
+        assert run["host_stash_bytes"] == sizes["actor_params"] + sizes["actor_optimizer"]

@@ -224,6 +224,10 @@ class GenerateConfig(Section):
     max_num_batched_tokens: int = _f(8192, "Tokens per engine step.", gt=0)
     dtype: Literal["bfloat16", "float16", "float32"] = _f("bfloat16", "Engine weights dtype.")
     gpu_memory_utilization: float = _f(0.5, "Share of device memory for the engine.", gt=0, le=1)
+    device_memory_gb: float | None = _f(
+        None, "Device memory per rank for the --dry-run memory ledger (default 64: Atlas A2/A3).",
+        gt=0,
+    )  # fmt: skip
     enforce_eager: bool = _f(True, "No graph capture in the engine.")
     enable_prefix_caching: bool = _f(False, "Engine prefix cache.")
     sampling_config: SamplingConfig = _f(SamplingConfig(), "Sampling parameters.")

@@ -7,6 +7,7 @@ exactly like the real run would.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,3 +36,10 @@ def print_dry_run(config: RunConfig) -> None:
     print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
     print("# run plan")
     print(yaml.safe_dump({"plan": make_plan(config).as_dict()}, sort_keys=False), end="")
+    from mindspeed_rl.workers.memory_plan import ledger_report
+
+    block, warnings = ledger_report(config)
+    print("# memory ledger: device bytes per rank per phase, predicted (docs/memory.md)")
+    print(yaml.safe_dump({"memory": block}, sort_keys=False), end="")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)

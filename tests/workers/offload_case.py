@@ -115,7 +115,17 @@ def run_matrix(rank: int, world_size: int, assets: dict[str, str]) -> dict:
     """Every (bf16, distributed optimizer) pair, offload on and off, under the simulated device."""
     torch.distributed.init_process_group("gloo", init_method=rendezvous("offload"), rank=0,
                                          world_size=1)  # fmt: skip
+    from megatron.core.tensor_parallel import layers
+
     results = {}
+    initialised = []
+    original_init = layers._initialize_affine_weight_cpu
+
+    def counting_init(*args, **kwargs):
+        initialised.append(1)
+        return original_init(*args, **kwargs)
+
+    layers._initialize_affine_weight_cpu = counting_init
     with simulated_device() as moves, tempfile.TemporaryDirectory() as root:
         for bf16 in (False, True):
             for dist_opt in (False, True):
@@ -125,4 +135,10 @@ def run_matrix(rank: int, world_size: int, assets: dict[str, str]) -> dict:
                     key = f"bf16={bf16},distopt={dist_opt},offload={offload}"
                     results[key] = run_iterations(config, 3, str(Path(root) / key))
         results["copied_moves"] = moves["copied"]
+        results["random_inits_under_a_checkpoint"] = len(initialised)
+        # the counter itself works: a run without a checkpoint initialises every weight
+        config = run_config(assets, bf16=False, distributed_optimizer=False, offload=False)
+        config = config.model_copy(update={"actor": config.actor.model_copy(update={"load": None})})
+        run_iterations(config, 1, str(Path(root) / "init"))
+        results["random_inits_without_a_checkpoint"] = len(initialised)
     return results

@@ -46,6 +46,11 @@ def test_offload_trains_exactly_like_no_offload(matrix, bf16, dist):
     assert _equal(on["checkpoint"], on["actor"][-1]) == []
 
 
+def test_no_random_initialisation_under_a_checkpoint(matrix):
+    assert matrix["random_inits_under_a_checkpoint"] == 0
+    assert matrix["random_inits_without_a_checkpoint"] > 0
+
+
 def test_the_simulated_device_copied_moves(matrix):
     assert matrix["copied_moves"] > 0
 

@@ -283,6 +283,7 @@ class IntegratedWorker:
                     totals[key] = totals.get(key, 0.0) + value
                 steps += 1
         self.actor_version += 1
+        self.ledger.record("update", self.offloader, self.engine)  # with Adam's state
         if not (ps.is_pipeline_last_stage() and ps.get_tensor_model_parallel_rank() == 0):
             return {}
         out = {f"actor/{k}": v / steps for k, v in totals.items()}

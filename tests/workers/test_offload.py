@@ -82,7 +82,7 @@ def test_memory_order_of_a_colocated_step(matrix, bf16, dist):
         assert entry["engine_weights"] == entry["kv_cache"] == 0
         assert entry["actor_params"] == sizes["actor_params"]
     updates, full_updates = _entries(ledger, "update"), _entries(full, "update")
-    assert len(updates) == len(full_updates) == 3
+    assert len(updates) == len(full_updates) == 6  # entering, and after the step
     for entry, resident in zip(updates, full_updates):  # Adam's state appears at the first step
         assert entry["engine_weights"] == entry["kv_cache"] == 0
         for group in ("actor_params", "actor_grads", "actor_optimizer"):

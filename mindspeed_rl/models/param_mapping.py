@@ -1,4 +1,4 @@
-"""The one Hugging Face <-> Megatron-core parameter mapping (ARCHITECTURE.md, "One mapping, two uses").
+"""The one Hugging Face <-> Megatron-core parameter mapping (docs/architecture.md, "One mapping, two uses").
 
 Used by offline conversion (``mindspeed_rl/checkpoint/hf_to_mcore.py``, ``mcore_to_hf.py``) and by
 online weight sync from the trained actor into the rollout engine, which takes an iterator of

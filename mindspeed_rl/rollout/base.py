@@ -1,7 +1,7 @@
 """The one interface the trainer sees on every platform, and what a generate call returns.
 
 Rows come out grouped: the ``n`` samples of prompt ``i`` are rows ``i*n .. i*n+n-1``. Tensors follow
-the batch contract of ARCHITECTURE.md: ``responses`` [B*n, R] right-padded with ``pad_token_id``,
+the batch contract of docs/architecture.md: ``responses`` [B*n, R] right-padded with ``pad_token_id``,
 ``response_mask`` [B*n, R] (1 on generated tokens, EOS included), ``rollout_log_probs`` float32
 [B*n, R] (0 on padding), where R is the longest response of the call.
 """

@@ -5,7 +5,7 @@ largest, keep the smallest set whose probability reaches ``top_p`` (the token th
 threshold is kept), then drop tokens whose probability is below ``min_p`` x the largest
 probability. Temperature 0 is greedy decoding.
 
-Log-probs returned with a sample follow ARCHITECTURE.md: ``log_softmax(logits / temperature)`` over
+Log-probs returned with a sample follow docs/architecture.md: ``log_softmax(logits / temperature)`` over
 the *whole* vocabulary, before top-k / top-p / min-p truncation, so that the trainer recomputes
 exactly the same value from its own logits (temperature 0 is treated as 1 for log-probs).
 """

@@ -52,7 +52,7 @@ def engine_kwargs(
         "load_format": "dummy",
         "seed": seed,
         "disable_log_stats": True,
-        # the sampled token's log-prob of logits / temperature (ARCHITECTURE.md)
+        # the sampled token's log-prob of logits / temperature (docs/architecture.md)
         "logprobs_mode": "processed_logprobs",
     }
     if gen.infer_expert_parallel_size > 1:

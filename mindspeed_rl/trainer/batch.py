@@ -1,4 +1,4 @@
-"""Building and splitting the batch of ARCHITECTURE.md's contract on the driver.
+"""Building and splitting the batch of docs/architecture.md's contract on the driver.
 
 One generation batch becomes a ``TensorDict`` [B * n] with fixed widths (prompts left-padded to
 ``max_prompt_length``, responses right-padded to ``rollout_max_tokens``), so that the batches of one

@@ -5,7 +5,7 @@ vocabulary over 20k tokens would take tens of GB in fp32. Log-probs go through m
 ``vocab_parallel_cross_entropy`` (one max and two sum all-reduces, autograd included) and entropy
 through the same reductions, in chunks of tokens so that the fp32 copies stay bounded.
 
-Convention (ARCHITECTURE.md): log-probs of ``logits / temperature`` (temperature 0 counts as 1),
+Convention (docs/architecture.md): log-probs of ``logits / temperature`` (temperature 0 counts as 1),
 exactly as the rollout engines report them, so the importance ratio is 1 when nothing changed.
 """
 

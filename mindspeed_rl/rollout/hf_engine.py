@@ -52,6 +52,7 @@ class HFRolloutEngine:
         self.keeps_weights_asleep = False  # a sync must follow every wake-up
         self.kv_cache_bytes = 0  # measured: the largest cache of the last generate call
         self._stash = StorageStash(pin_memory=False)  # releases without copies only
+        self._unfilled = False  # weights re-grown by wake_up and not yet loaded
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: torch.dtype = torch.float32, **kwargs):
@@ -76,6 +77,7 @@ class HFRolloutEngine:
         """Copy (HF name, tensor) pairs into the model in place; unknown names are an error."""
         params = dict(self.model.named_parameters())
         params.update(dict(self.model.named_buffers()))
+        filled: set[int] = set()
         loaded = 0
         with torch.no_grad():
             for name, tensor in weights:
@@ -88,7 +90,17 @@ class HFRolloutEngine:
                         f"synced shape {tuple(tensor.shape)}"
                     )
                 target.copy_(tensor.to(device=target.device, dtype=target.dtype))
+                filled.add(id(target))
                 loaded += 1
+        if self._unfilled:
+            # after a sleep the storage holds nothing: a parameter the sync skipped is garbage
+            missing = [n for n, p in self.model.named_parameters() if id(p) not in filled]
+            if missing:
+                raise RuntimeError(
+                    f"weight sync after a wake-up left {len(missing)} parameter(s) unset: "
+                    f"{missing[:3]}"
+                )
+            self._unfilled = False
         self.weight_version = version
         return loaded
 
@@ -108,7 +120,7 @@ class HFRolloutEngine:
         ``load_weights``) and allow generation (``kv_cache``: allocated per call)."""
         wanted = wake_tags(tags)
         if "weights" in wanted and "weights" not in self.awake:
-            self._stash.restore(self._weight_storages())
+            self._unfilled = self._stash.restore(self._weight_storages()) > 0
         self.awake |= wanted
 
     def resident_bytes(self) -> dict[str, int]:
@@ -123,8 +135,11 @@ class HFRolloutEngine:
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> RolloutOutput:
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
-        if self.awake != set(ENGINE_TAGS):
-            raise RuntimeError(f"generate needs the engine awake (awake: {sorted(self.awake)})")
+        if self.awake != set(ENGINE_TAGS) or self._unfilled:
+            raise RuntimeError(
+                f"generate needs the engine awake with synced weights (awake: "
+                f"{sorted(self.awake)}, weights loaded since the wake-up: {not self._unfilled})"
+            )
         generator = torch.Generator(device=self.device)  # multinomial samples where the logits are
         if params.seed is not None:
             generator.manual_seed(params.seed)

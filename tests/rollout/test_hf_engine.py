@@ -100,3 +100,29 @@ def test_load_weights_updates_values_and_version(model):
             engine.load_weights([(name, original[:3])], version=4)
     finally:
         engine.load_weights([(name, original)], version=0)
+
+
+def test_sleep_frees_the_weights_and_a_full_sync_brings_them_back(model):
+    engine = HFRolloutEngine(model, eos_token_ids=[VOCAB - 1], pad_token_id=PAD)
+    weights = {k: v.detach().clone() for k, v in model.named_parameters()}
+    params = SamplingParams(n=2, max_tokens=5, temperature=0.0)
+    expected = engine.generate(PROMPTS, params).responses
+    full = engine.resident_bytes()["engine_weights"]
+    assert full == sum(v.numel() * v.element_size() for v in weights.values())
+    assert engine.resident_bytes()["kv_cache"] > 0  # the last call's cache, while awake
+
+    engine.sleep()
+    assert engine.awake == set() and engine.resident_bytes() == {"engine_weights": 0, "kv_cache": 0}
+    with pytest.raises(RuntimeError, match="awake"):
+        engine.generate(PROMPTS, params)
+    engine.wake_up(["weights"])
+    assert engine.resident_bytes()["engine_weights"] == full
+    # a sync that skips a parameter would leave it holding whatever the allocator gave back
+    partial = [(k, v) for k, v in weights.items() if k != "model.norm.weight"]
+    with pytest.raises(RuntimeError, match="1 parameter\\(s\\) unset.*model.norm.weight"):
+        engine.load_weights(partial, version=1)
+    engine.load_weights(weights.items(), version=1)
+    engine.wake_up(["kv_cache"])
+    assert torch.equal(engine.generate(PROMPTS, params).responses, expected)
+    with pytest.raises(ValueError, match="unknown engine memory tags"):
+        engine.wake_up(["kv"])

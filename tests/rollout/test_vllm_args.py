@@ -44,6 +44,7 @@ def test_every_generate_config_key_is_translated_or_owned_by_the_trainer():
     owned_elsewhere = {
         "engine", "offload_train_optimizer", "offload_train_grad", "offload_train_param",
         "infer_expert_parallel_size", "sampling_config",
+        "device_memory_gb",  # the --dry-run memory ledger (workers/memory_plan.py)
     }  # fmt: skip
     assert set(GenerateConfig.model_fields) == translated | set(by_name) | owned_elsewhere
 

@@ -271,6 +271,9 @@ class DAPOTrainer:
                 raise RuntimeError(f"rollout engines run other weights than the actor: {versions}")
             self.actor_version = versions[0][1]
             metrics["actor/weight_version"] = float(self.actor_version)
+            for rank_metrics in self.workers.call("memory_metrics"):  # the busiest rank's
+                for key, value in rank_metrics.items():
+                    metrics[key] = max(metrics.get(key, 0.0), value)
         metrics.update(timer.metrics())
         metrics.update(self._compute_share(metrics["timing/total"]))
         tokens = float(batch["attention_mask"].sum())

@@ -245,6 +245,9 @@ class IntegratedWorker:
         """Bytes resident per phase transition (the last ones; see workers/residency.py)."""
         return self.ledger.as_dicts()
 
+    def memory_metrics(self) -> dict[str, float]:
+        return self.ledger.metrics()
+
     def pop_compute_seconds(self) -> dict[str, float]:
         """Seconds spent in model code since the last call (orchestration = the rest)."""
         return self.compute.pop()

@@ -107,3 +107,13 @@ class MemoryLedger:
 
     def as_dicts(self) -> list[dict]:
         return [dataclasses.asdict(e) for e in self.entries]
+
+    def metrics(self) -> dict[str, float]:
+        """GiB per phase from its latest entry: ``memory/<phase>_gib`` (the tensors' bytes) and,
+        on accelerators, ``memory/<phase>_allocated_gib`` (the allocator's count)."""
+        out: dict[str, float] = {}
+        for entry in self.entries:
+            out[f"memory/{entry.phase}_gib"] = entry.total() / (1 << 30)
+            if entry.device_allocated is not None:
+                out[f"memory/{entry.phase}_allocated_gib"] = entry.device_allocated / (1 << 30)
+        return out

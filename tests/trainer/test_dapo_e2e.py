@@ -55,6 +55,7 @@ def test_three_iterations_keep_the_dapo_invariants(assets):
         # two mini-batches: old log-probs are recomputed by the actor and must match the rollout's
         assert metrics["rollout/log_prob_diff_vs_actor"] <= 1e-3
         assert metrics["actor/weight_version"] == i  # the engine runs what the actor trained
+        assert metrics["memory/update_gib"] > 0 and metrics["memory/generate_gib"] > 0
     lines = (assets[1] / "logs" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3]
 

@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mindspeed_rl.config.schema import RunConfig
 from mindspeed_rl.config.validation import ConfigError, Problem, validate
+from mindspeed_rl.config.yaml_loader import load_yaml
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 COMMAND_LINE = "command line"
@@ -56,7 +57,7 @@ def _config_file(config_dir: Path, name: str) -> Path:
 def _read_yaml(path: Path, problems: list[Problem], what: str) -> dict | None:
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = load_yaml(f)
     except FileNotFoundError:
         available = sorted(p.stem for p in path.parent.glob("*.yaml"))
         problems.append(

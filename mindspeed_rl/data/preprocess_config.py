@@ -139,9 +139,11 @@ def load_preprocess_config(name_or_path: str, overrides: Sequence[str] = ()) -> 
     """Load ``configs/datasets/<name>.yaml`` (or a YAML path) with ``key=value`` overrides."""
     import yaml
 
+    from mindspeed_rl.config.yaml_loader import load_yaml
+
     path = resolve_config_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -150,7 +152,10 @@ def load_preprocess_config(name_or_path: str, overrides: Sequence[str] = ()) -> 
         key, sep, value = override.partition("=")
         if not sep or not key:
             raise ValueError(f"override {override!r} must look like key=value")
-        raw[key.strip()] = yaml.safe_load(value) if value else ""
+        try:
+            raw[key.strip()] = load_yaml(value) if value else ""
+        except yaml.YAMLError as exc:
+            raise ValueError(f"override {override!r}: value is not valid YAML: {exc}") from exc
     return PreprocessConfig.from_dict(raw, source=str(path))
 
 

@@ -37,9 +37,15 @@ class ConfigSources:
     main: Path
     models: dict[str, Path] = dataclasses.field(default_factory=dict)
     overridden: set[str] = dataclasses.field(default_factory=set)
+    in_files: set[str] = dataclasses.field(default_factory=set)  # dotted keys the YAMLs hold
 
     def where(self, dotted_key: str) -> str:
         if any(dotted_key == k or dotted_key.startswith(k + ".") for k in self.overridden):
+            return COMMAND_LINE
+        # a section or mapping that only an override created (rl_confg.epochs=2)
+        if dotted_key not in self.in_files and any(
+            k.startswith(dotted_key + ".") for k in self.overridden
+        ):
             return COMMAND_LINE
         parts = dotted_key.split(".")
         if parts[0] == "model" and len(parts) > 1 and parts[1] in self.models:
@@ -117,6 +123,14 @@ def _compose_models(config_dir: Path, raw: dict, sources: ConfigSources, problem
         raw["model"] = models
 
 
+def _dotted_keys(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        yield dotted
+        if isinstance(value, dict):
+            yield from _dotted_keys(value, dotted + ".")
+
+
 def _parse_overrides(overrides: Sequence[str], problems: list[Problem]) -> tuple[dict, set[str]]:
     parsed: dict = {}
     keys: set[str] = set()
@@ -150,6 +164,7 @@ def compose(
     if raw is None:
         raise ConfigError(problems)
     _compose_models(config_dir, raw, sources, problems)
+    sources.in_files = set(_dotted_keys(raw))
     parsed, sources.overridden = _parse_overrides(overrides, problems)
     if problems:
         raise ConfigError(problems)

@@ -129,6 +129,19 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
                 "rl_config.filter_groups_max_batches",
                 f"{rl.filter_groups_max_batches}: use -1 (no limit) or a positive count",
             )
+        # DynamicSampler keeps at most global_batch_size groups per generation batch and stops at
+        # filter_groups_max_batches: beyond their product the target can never be reached.
+        reachable = rl.filter_groups_max_batches * actor.global_batch_size
+        target = rl.filter_groups_train_batch_size
+        if rl.filter_groups_max_batches > 0 and target is not None and target > reachable:
+            report(
+                "rl_config.filter_groups_train_batch_size",
+                f"{target} prompts can never be kept: filter_groups_max_batches "
+                f"({rl.filter_groups_max_batches}) x megatron_training.global_batch_size "
+                f"({actor.global_batch_size}) = {reachable} prompts are generated per iteration "
+                "at most; raise filter_groups_max_batches (-1 = no limit) or global_batch_size, "
+                f"or set filter_groups_train_batch_size <= {reachable}",
+            )
         if rl.filter_groups_metric not in rl.verifier_function:
             report(
                 "rl_config.filter_groups_metric",

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mindspeed_rl.config.schema import RunConfig
 from mindspeed_rl.config.validation import ConfigError, Problem, validate
-from mindspeed_rl.config.yaml_loader import load_yaml
+from mindspeed_rl.config.yaml_loader import describe_yaml_error, load_yaml
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 COMMAND_LINE = "command line"
@@ -71,7 +71,11 @@ def _read_yaml(path: Path, problems: list[Problem], what: str) -> dict | None:
         )
         return None
     except yaml.YAMLError as err:
-        problems.append(Problem(str(path), what, f"not valid YAML: {err}"))
+        problems.append(Problem(str(path), what, describe_yaml_error(err)))
+        return None
+    except (OSError, UnicodeDecodeError) as err:  # a directory, no permission, not UTF-8
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        problems.append(Problem(str(path), what, f"cannot read it: {reason}"))
         return None
     if data is None:
         return {}
@@ -157,6 +161,12 @@ def compose(
 ) -> tuple[dict, ConfigSources]:
     """The composed, override-applied config as plain data (not validated yet)."""
     config_dir = Path(config_dir) if config_dir is not None else DEFAULT_CONFIG_DIR
+    if not config_dir.is_dir():
+        state = "is a file" if config_dir.exists() else "does not exist"
+        raise ConfigError(
+            [Problem(COMMAND_LINE, "--config-path", f"{config_dir} {state}; give the directory "
+                     "holding <config-name>.yaml and model/ (default: the repository's configs/)")]
+        )  # fmt: skip
     main = _config_file(config_dir, config_name)
     sources = ConfigSources(main=main)
     problems: list[Problem] = []

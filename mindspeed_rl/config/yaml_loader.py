@@ -46,3 +46,11 @@ ConfigLoader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+0123456789."))
 def load_yaml(stream: str | bytes | IO[Any]) -> Any:
     """``yaml.safe_load`` with OmegaConf's scalar rules."""
     return yaml.load(stream, Loader=ConfigLoader)  # noqa: S506  (a SafeLoader subclass)
+
+
+def describe_yaml_error(err: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (PyYAML's own text spans several lines)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"not valid YAML: {where}{problem}"

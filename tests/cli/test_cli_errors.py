@@ -75,7 +75,9 @@ RUN_FAILURES = [
 
 
 @pytest.mark.parametrize(("raised", "status", "prefix"), RUN_FAILURES)
-def test_run_time_errors_are_one_line_with_their_status(raised, status, prefix, monkeypatch, capsys):
+def test_run_time_errors_are_one_line_with_their_status(
+    raised, status, prefix, monkeypatch, capsys
+):
     import mindspeed_rl.trainer.launch as launch
 
     def run_training(config, log_dir=None):
@@ -114,7 +116,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
 
 
 def _ray_error(cause: BaseException):
-    frames = "Traceback (most recent call last):\n  File \"actor.py\", line 1\n"
+    frames = 'Traceback (most recent call last):\n  File "actor.py", line 1\n'
     return ray.exceptions.RayTaskError("setup", frames, cause).as_instanceof_cause()
 
 

@@ -208,7 +208,7 @@ def policy_loss(
         if ref_log_probs is None:
             raise ValueError(
                 "rl_config.use_kl_loss is true but no ref_log_probs were given: the reference "
-                "model must run (integrated_mode_config.ref_model_load_path)"
+                "model must run (not built by this version)"
             )
         kl_term = agg(kl_penalty(log_probs, ref_log_probs, kl_penalty_kind))
         loss = loss + kl_coef * kl_term

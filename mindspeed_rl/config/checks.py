@@ -198,6 +198,14 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
             f"{gen.max_model_len} < max_prompt_length ({rl.max_prompt_length}) + "
             f"sampling_config.max_tokens ({sampling.max_tokens})",
         )
+    longest = rl.max_prompt_length + sampling.max_tokens  # the width of every trained row
+    if longest > actor.seq_length:
+        report(
+            "megatron_training.seq_length",
+            f"{actor.seq_length} < rl_config.max_prompt_length ({rl.max_prompt_length}) + "
+            f"generate_config.sampling_config.max_tokens ({sampling.max_tokens}) = {longest}: "
+            f"Megatron trains on prompt + response; set seq_length >= {longest} or shorten them",
+        )
     if rl.max_prompt_length + sampling.max_tokens > model.max_position_embeddings:
         report(
             "rl_config.max_prompt_length",

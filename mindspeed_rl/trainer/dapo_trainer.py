@@ -247,6 +247,8 @@ class DAPOTrainer:
         with timer.phase("total"):
             batch, metrics = self.collect_batch(timer)
             self.prepare_update(batch)
+            if rl.shuffle_mini_batch:
+                batch = batch_ops.shuffle_rows(batch, self.config.actor.seed, self.iteration)
             rows = batch_ops.megatron_rows(batch, self.pad)
             mini_batches = self._mini_batches(len(batch))
             order = batch_ops.data_parallel_order(len(batch), mini_batches, self.dp_size)

@@ -120,7 +120,13 @@ class MegatronActor:
             rl_config.clip_ratio_low,
             rl_config.clip_ratio_high,
         )
-        module = build_gpt_model(model_config, layout, params_dtype)
+        module = build_gpt_model(
+            model_config, layout, params_dtype,
+            # megatron_training's keys of the TransformerConfig (init only matters without `load`)
+            init_method_std=actor_config.init_method_std,
+            hidden_dropout=actor_config.hidden_dropout,
+            attention_dropout=actor_config.attention_dropout,
+        )  # fmt: skip
         self.model = DistributedDataParallel(
             config=module.config,
             ddp_config=DistributedDataParallelConfig(

@@ -39,7 +39,9 @@ def _config(assets, *extra):
 
 
 def test_three_iterations_keep_the_dapo_invariants(assets):
-    config = _config(assets)
+    # shuffled mini-batches: the actor's old log-probs of the shuffled rows must still match the
+    # rollout's, so every row kept its own tokens, masks and log-probs
+    config = _config(assets, "rl_config.shuffle_mini_batch=true")
     result = run_training(config, log_dir=str(assets[1] / "logs"))
     history = result.history
     assert len(history) == ITERATIONS

@@ -243,4 +243,11 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
     profiler = config.profiler
     if profiler.enable and profiler.end_iteration < profiler.start_iteration:
         report("profiler.end_iteration", "must not be before start_iteration")
+    outside = [r for r in profiler.ranks if not 0 <= r < devices]
+    if profiler.enable and outside:
+        report(
+            "profiler.ranks",
+            f"{outside} are not ranks of this run; valid: 0..{devices - 1} "
+            "(rl_config.actor_resource.num_npus)",
+        )
     return problems

@@ -13,8 +13,12 @@ import ast
 import typing
 from pathlib import Path
 
+import pytest
+
 from mindspeed_rl.config.schema import SECTIONS, ModelConfig, RunConfig, Section
+from mindspeed_rl.config.validation import ConfigError
 from mindspeed_rl.platform.megatron_setup import MINDSPEED_FUSION_KEYS
+from mindspeed_rl.trainer.config_entry import load_run_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,3 +92,45 @@ def test_the_scan_sees_reads_and_the_allow_list_is_needed():
     assert "no_such_field_anywhere" not in read
     for key in READ_BY_NAME:
         assert key not in read, f"{key} is read as an attribute: drop it from READ_BY_NAME"
+
+
+REFUSED = [
+    ("rl_config.guarantee_order=true", "rl_config.guarantee_order"),
+    ("rl_config.ref_forward_micro_batch_size=1", "rl_config.ref_forward_micro_batch_size"),
+    ("rl_config.integrated_mode_config={ref_model_load_path: /m}",
+     "rl_config.integrated_mode_config"),
+    ("rl_config.gamma=0.9", "rl_config.gamma"),
+    ("megatron_training.distributed_backend=gloo", "megatron_training.distributed_backend"),
+    ("megatron_training.no_masked_softmax_fusion=false",
+     "megatron_training.no_masked_softmax_fusion"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("override", "key"), REFUSED)
+def test_unimplemented_keys_are_refused_by_name(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_run_config("dapo_qwen25_32b_A3", overrides=[override])
+    (problem,) = [p for p in info.value.problems if p.key == key]
+    assert "recognised, not supported yet" in problem.message
+
+
+def test_inert_spellings_of_the_shipped_recipes_are_accepted():
+    config = load_run_config(
+        "dapo_qwen25_32b_A3",
+        overrides=["megatron_training.distributed_backend=nccl", "rl_config.guarantee_order=false",
+                   "megatron_training.no_gradient_accumulation_fusion=true"],
+    )  # fmt: skip
+    assert config.rl_config.n_samples_per_prompt == 8
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "fragment"),
+    [(["megatron_training.seq_length=32"], "megatron_training.seq_length",
+      "32 < rl_config.max_prompt_length (80) + generate_config.sampling_config.max_tokens (12) = 92"),
+     (["profiler.enable=true", "profiler.ranks=[0,2]"], "profiler.ranks", "[2] are not ranks")],
+)  # fmt: skip
+def test_seq_length_and_profiler_ranks_are_checked(overrides, key, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_run_config("quickstart_cpu", overrides=overrides)
+    (problem,) = [p for p in info.value.problems if p.key == key]
+    assert fragment in problem.message

@@ -137,7 +137,9 @@ class RLConfig(Section):
     max_prompt_length: int = _f(..., "Longest prompt in tokens.", gt=0)
     mini_batch_size: int = _f(..., "Prompts per optimizer step.", gt=0)
     epochs: int = _f(1, "Update passes over each batch.", gt=0)
-    shuffle_mini_batch: bool = _f(False, "Shuffle samples before splitting into mini-batches.")
+    shuffle_mini_batch: bool = _f(
+        False, "Shuffle samples (seeded) before splitting them into mini-batches."
+    )
     clip_ratio: float = _f(0.2, "PPO clip range when clip-higher is off.")
     clip_higher_enable: bool = _f(False, "DAPO clip-higher: separate low / high clip ranges.")
     clip_ratio_low: float = _f(0.2, "Lower clip range (ratio >= 1 - low).")
@@ -217,12 +219,12 @@ class GenerateConfig(Section):
 class ProfilerConfig(Section):
     """``profiler``: torch.profiler (torch_npu.profiler on NPU) around chosen iterations."""
 
-    enable: bool = _f(False, "Profile.")
-    save_path: str = _f("./profiling", "Trace directory.")
-    ranks: list[int] = _f([0], "Ranks that profile.")
-    start_iteration: int = _f(1, "First profiled iteration.", ge=0)
-    end_iteration: int = _f(2, "Last profiled iteration.", ge=0)
-    with_memory: bool = _f(False, "Record memory.")
+    enable: bool = _f(False, "Record a trace of the iterations below (docs/dapo.md, Profiling).")
+    save_path: str = _f("./profiling", "Trace directory (one file per rank and window).")
+    ranks: list[int] = _f([0], "Ranks that record (0 .. num_npus - 1).")
+    start_iteration: int = _f(1, "First recorded iteration (1-based, as in the logs).", ge=0)
+    end_iteration: int = _f(2, "Last recorded iteration (inclusive).", ge=0)
+    with_memory: bool = _f(False, "Also record tensor allocations and shapes.")
 
 
 class RunConfig(Section):

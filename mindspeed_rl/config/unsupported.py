@@ -7,6 +7,7 @@ not supported yet", so that a run never silently behaves differently from what t
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 _OFF = (None, False, 0, "", [])
@@ -86,4 +87,4 @@ def inert_description(section: str, key: str) -> str:
     inert_values = UNSUPPORTED[section][key]
     if inert_values is _OFF:
         return "false"
-    return " or ".join("null" if v is None else repr(v) for v in inert_values)
+    return " or ".join(json.dumps(v) for v in inert_values)  # YAML's spelling: null, true

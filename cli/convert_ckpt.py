@@ -19,7 +19,9 @@ Logits check only (spawns TP x PP x EP CPU processes, loads the Hugging Face mod
     python cli/convert_ckpt.py --verify --load-dir ./qwen25_32b_mcore_tp8 --hf-dir ./Qwen2.5-32B
 
 Exit status: 0 done (and logits within --verify-tolerance), 1 logits differ beyond it, 2 bad
-input: one message on stderr, and a conversion that fails leaves nothing in --save-dir.
+input: one message on stderr, and a conversion that fails leaves nothing in --save-dir; 130 on
+Ctrl-C (nothing left in --save-dir either). ``--debug`` or ``MINDSPEED_RL_DEBUG=1`` adds the
+traceback.
 Details: docs/checkpoint_conversion.md.
 """
 
@@ -34,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mindspeed_rl.cli_errors import debug_enabled, run_reporting_errors  # noqa: E402
 from mindspeed_rl.models.registry import CLI_NAMES, architecture_for_cli  # noqa: E402
 
 EXIT_OK, EXIT_MISMATCH, EXIT_INPUT = 0, 1, 2
@@ -84,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--verify-seq-length", type=int, default=32, help="random-token sequence length")
     add("--verify-batch-size", type=int, default=2, help="random-token batch size")
     add("--verify-prompt", action="append", help="text prompt (repeatable; needs a tokenizer)")
+    add("--debug", action="store_true", help="print tracebacks of errors too")
     return parser
 
 
@@ -201,15 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
-    try:
+
+    def run() -> int:
         _check_args(args)
         dirs = _convert(args) if args.load_model_type else (args.load_dir, args.hf_dir)
-        if args.verify:
-            return _verify(args, *dirs)
-    except (ValueError, RuntimeError, OSError) as err:
-        print(f"convert_ckpt: error: {err}", file=sys.stderr)
-        return EXIT_INPUT
-    return EXIT_OK
+        return _verify(args, *dirs) if args.verify else EXIT_OK
+
+    handlers = [((ValueError, RuntimeError, OSError), EXIT_INPUT, "error")]
+    return run_reporting_errors("convert_ckpt", run, handlers, debug_enabled(args.debug))
 
 
 if __name__ == "__main__":

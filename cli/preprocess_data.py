@@ -5,7 +5,8 @@
 
 The first argument is a name under configs/datasets/ or a YAML path; ``key=value`` arguments
 override YAML keys (values parsed as YAML). Keys and output files: docs/data.md. Exit status:
-0 on success, 2 on a configuration or input error (one message on stderr, no output written).
+0 on success, 2 on a configuration or input error (one message on stderr, no output written),
+130 on Ctrl-C (no output written). ``--debug`` or ``MINDSPEED_RL_DEBUG=1`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import sys
 import warnings
 
+from mindspeed_rl.cli_errors import EXIT_INPUT, debug_enabled, run_reporting_errors
 from mindspeed_rl.data.preprocess import preprocess_dataset
 from mindspeed_rl.data.preprocess_config import load_preprocess_config
 
@@ -26,19 +28,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("config", help="name under configs/datasets/ (e.g. math_17k) or YAML path")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override YAML keys")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks of errors too")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     # megatron-core's import warns about optional GPU kernels; preprocessing uses none of them.
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
-    try:
-        config = load_preprocess_config(args.config, args.overrides)
-        preprocess_dataset(config)
-    except ValueError as exc:
-        print(f"preprocess_data: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    def run() -> int:
+        preprocess_dataset(load_preprocess_config(args.config, args.overrides))
+        return 0
+
+    # OSError: what the checks could not foresee (a disk that fills up), still one line
+    handlers = [((ValueError, OSError), EXIT_INPUT, "error")]
+    return run_reporting_errors("preprocess_data", run, handlers, debug_enabled(args.debug))
 
 
 if __name__ == "__main__":

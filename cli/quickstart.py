@@ -16,9 +16,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mindspeed_rl.algorithms.dynamic_sampling import DynamicSamplingError  # noqa: E402
+from mindspeed_rl.cli_errors import (  # noqa: E402
+    EXIT_FAILED,
+    EXIT_INPUT,
+    debug_enabled,
+    print_config_error,
+    run_reporting_errors,
+)
 from mindspeed_rl.config.validation import ConfigError  # noqa: E402
 from mindspeed_rl.quickstart.pipeline import run_quickstart  # noqa: E402
-from mindspeed_rl.workers.group import WorkerError  # noqa: E402
+from mindspeed_rl.workers.group import WorkerError, WorkerInputError  # noqa: E402
+
+PROG = "quickstart"
+# subclasses before their bases: WorkerInputError is a ValueError too
+HANDLERS = [
+    (WorkerInputError, EXIT_INPUT, "error"),
+    (WorkerError, EXIT_FAILED, "training failed"),
+    (DynamicSamplingError, EXIT_FAILED, "training stopped"),
+    ((ValueError, OSError), EXIT_INPUT, "error"),
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,26 +49,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "overrides", nargs="*", help="section.key=value on configs/quickstart_cpu.yaml"
     )
+    parser.add_argument("--debug", action="store_true", help="print tracebacks of errors too")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("megatron").setLevel(logging.WARNING)
-    try:
-        result = run_quickstart(args.workdir, args.overrides, warm_steps=args.warm_steps)
-    except ConfigError as err:
-        print(f"invalid config:\n{err}", file=sys.stderr)
-        return 2
-    except WorkerError as err:
-        print(f"training failed: {err}", file=sys.stderr)
-        return 1
-    print(
-        f"held-out sampled accuracy ({result.validation_prompts} prompts): "
-        f"before {result.accuracy_before:.3f} -> after {result.accuracy_after:.3f} "
-        f"({(result.accuracy_after - result.accuracy_before) * 100:+.1f} points) "
-        f"in {result.seconds:.0f} s"
-    )
-    return 0
+
+    def run() -> int:
+        try:
+            result = run_quickstart(args.workdir, args.overrides, warm_steps=args.warm_steps)
+        except ConfigError as err:
+            return print_config_error(PROG, err)
+        print(
+            f"held-out sampled accuracy ({result.validation_prompts} prompts): "
+            f"before {result.accuracy_before:.3f} -> after {result.accuracy_after:.3f} "
+            f"({(result.accuracy_after - result.accuracy_before) * 100:+.1f} points) "
+            f"in {result.seconds:.0f} s"
+        )
+        return 0
+
+    return run_reporting_errors(PROG, run, HANDLERS, debug_enabled(args.debug))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,14 @@
     python cli/train_dapo.py --config-name dapo_qwen25_32b_A3 [section.key=value ...] [--dry-run]
 
 Without ``--dry-run`` it joins the running Ray cluster (examples/dapo/*.sh start one) or starts a
-local one, and trains; a failed worker ends the run with exit code 1 and names the rank.
-``--dry-run`` validates the config (every problem at once), prints the resolved YAML and the run
-plan, and exits 0, or prints the problems and exits 2. It never starts Ray or touches a device.
+local one, and trains. ``--dry-run`` validates the config (every problem at once), prints the
+resolved YAML and the run plan, and exits 0, or prints the problems and exits 2. It never starts
+Ray or touches a device.
+
+Exit status: 0 trained; 1 the run failed (a worker died, naming the rank, or dynamic sampling
+stopped with its diagnosis); 2 bad input (config, paths, data, a checkpoint that does not fit:
+one line naming the file or key); 130 Ctrl-C (workers stopped). ``--debug`` or
+``MINDSPEED_RL_DEBUG=1`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -17,8 +22,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mindspeed_rl.cli_errors import (  # noqa: E402
+    EXIT_FAILED,
+    EXIT_INPUT,
+    debug_enabled,
+    print_config_error,
+    run_reporting_errors,
+)
 from mindspeed_rl.config.validation import ConfigError  # noqa: E402
 from mindspeed_rl.trainer.config_entry import load_run_config, print_dry_run  # noqa: E402
+
+PROG = "train_dapo"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -29,38 +43,48 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config-path", default=None, help="directory holding the configs")
     parser.add_argument("--dry-run", action="store_true", help="validate, print, exit")
     parser.add_argument("--log-dir", default=None, help="metrics.jsonl and TensorBoard events")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks of errors too")
     parser.add_argument("overrides", nargs="*", help="section.key=value (YAML-typed values)")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def _train(args: argparse.Namespace) -> int:
     try:
         config = load_run_config(args.config_name, args.config_path, args.overrides)
     except ConfigError as err:
-        print(f"invalid config ({len(err.problems)} problem(s)):", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
+        return print_config_error(PROG, err)
     if args.dry_run:
         print_dry_run(config)
         return 0
     from mindspeed_rl.trainer.launch import run_training
-    from mindspeed_rl.workers.group import WorkerError
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("megatron").setLevel(logging.WARNING)
-    try:
-        run_training(config, log_dir=args.log_dir)
-    except WorkerError as err:
-        print(f"training failed: {err}", file=sys.stderr)
-        return 1
-    except ValueError as err:  # a path, checkpoint or data problem found before training
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    run_training(config, log_dir=args.log_dir)
     return 0
+
+
+def _handlers() -> list:
+    """Error classes of the modules the run got as far as importing (so --dry-run loads none)."""
+    handlers = []
+    if "mindspeed_rl.workers.group" in sys.modules:
+        from mindspeed_rl.workers.group import WorkerError, WorkerInputError
+
+        handlers += [(WorkerInputError, EXIT_INPUT, "error"),  # before ValueError: it is one
+                     (WorkerError, EXIT_FAILED, "training failed")]  # fmt: skip
+    if "mindspeed_rl.algorithms.dynamic_sampling" in sys.modules:
+        from mindspeed_rl.algorithms.dynamic_sampling import DynamicSamplingError
+
+        handlers.append((DynamicSamplingError, EXIT_FAILED, "training stopped"))
+    # a path, checkpoint or data problem found before training
+    return [*handlers, ((ValueError, OSError), EXIT_INPUT, "error")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run_reporting_errors(PROG, lambda: _train(args), _handlers, debug_enabled(args.debug))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,12 @@ detached ratio pi_old / pi_rollout, truncated at ``tis_imp_ratio_cap``.
 
 Every term is aggregated with ``loss_aggregation.aggregate_loss`` and the same global denominator,
 so the loss of a mini-batch split into micro-batches and data-parallel ranks has exactly the
-unsplit gradient. Metrics are aggregated the same way: sum each over micro-batches and
-data-parallel ranks to get the mini-batch value.
+unsplit gradient. The metrics of loss terms (pg_loss, entropy, kl) are aggregated the same way.
+Fractions and per-token diagnostics (the clip fractions, tis_capped_frac, ppo_kl, tis_weight) are
+token means over the mini-batch's valid tokens whatever ``loss_agg_mode``: aggregated like a
+seq-mean-token-sum loss, a fraction would be "clipped tokens per sequence" and exceed 1. Either
+way each metric is this micro-batch's share: sum over micro-batches and data-parallel ranks to get
+the mini-batch value.
 """
 
 from __future__ import annotations
@@ -123,6 +127,7 @@ def policy_loss(
     *,
     loss_agg_mode: str,
     global_denominator: torch.Tensor | float,
+    global_tokens: torch.Tensor | float | None = None,
     clip_ratio_low: float,
     clip_ratio_high: float,
     clip_ratio_c: float | None = None,
@@ -145,6 +150,9 @@ def policy_loss(
         response_mask: loss mask (after overlong filtering, if on).
         loss_agg_mode, global_denominator: see ``loss_aggregation`` (``rl_config.loss_agg_mode`` /
             ``token_level_loss``; the mini-batch's all-reduced ``loss_denominator``).
+        global_tokens: valid tokens of the whole mini-batch (all-reduced ``loss_denominator`` in
+            token-mean mode), the denominator of the token-mean metrics. None: only with
+            token-mean, where it is ``global_denominator``.
         clip_ratio_low, clip_ratio_high: from ``clip_bounds``.
         clip_ratio_c: dual-clip constant (``rl_config.clip_ratio_c``), None for none.
         entropy: per-token entropy of the current policy (differentiable when ``entropy_coeff``
@@ -156,14 +164,25 @@ def policy_loss(
         rollout_log_probs: log-probs reported by the rollout engine, needed when
             ``tis_imp_ratio_cap > 0`` (``rl_config.tis_imp_ratio_cap``; <= 0 disables TIS).
 
-    Metrics (``actor/`` prefix left to the caller): pg_loss, pg_clipfrac, pg_clipfrac_high,
-    pg_clipfrac_low, pg_clipfrac_dual (with dual clip), ppo_kl (mean log pi_old - log pi),
-    entropy, kl and kl_loss (with KL loss), tis_weight and tis_capped_frac (with TIS).
+    Metrics (``actor/`` prefix left to the caller), aggregated like the loss: pg_loss, entropy,
+    kl and kl_loss (with KL loss). Token means: pg_clipfrac, pg_clipfrac_high, pg_clipfrac_low,
+    pg_clipfrac_dual (with dual clip), ppo_kl (mean log pi_old - log pi), tis_weight and
+    tis_capped_frac (with TIS).
     """
     valid = response_mask != 0  # once, for every term and metric
+    if global_tokens is None:
+        if loss_agg_mode != "token-mean":
+            raise ValueError(
+                f"loss_agg_mode '{loss_agg_mode}' divides by sequences: pass global_tokens (the "
+                "mini-batch's valid tokens) for the token-mean metrics"
+            )
+        global_tokens = global_denominator
 
     def agg(values: torch.Tensor) -> torch.Tensor:
         return aggregate_loss(values, valid, loss_agg_mode, global_denominator)
+
+    def token_mean(values: torch.Tensor) -> torch.Tensor:
+        return aggregate_loss(values, valid, "token-mean", global_tokens)
 
     log_ratio = torch.clamp(log_probs - old_log_probs, -LOG_RATIO_BOUND, LOG_RATIO_BOUND)
     surrogate = clipped_surrogate(
@@ -189,26 +208,26 @@ def policy_loss(
         if ref_log_probs is None:
             raise ValueError(
                 "rl_config.use_kl_loss is true but no ref_log_probs were given: the reference "
-                "model must run (integrated_mode_config.ref_model_load_path)"
+                "model must run (not built by this version)"
             )
         kl_term = agg(kl_penalty(log_probs, ref_log_probs, kl_penalty_kind))
         loss = loss + kl_coef * kl_term
 
     with torch.no_grad():  # metrics hold nothing for backward
-        clipfrac_high = agg(surrogate.clipped_high)
-        clipfrac_low = agg(surrogate.clipped_low)
+        clipfrac_high = token_mean(surrogate.clipped_high)
+        clipfrac_low = token_mean(surrogate.clipped_low)
         metrics = {
             "pg_loss": pg_loss.detach(),
             "pg_clipfrac": clipfrac_high + clipfrac_low,  # disjoint: A > 0 vs A < 0
             "pg_clipfrac_high": clipfrac_high,
             "pg_clipfrac_low": clipfrac_low,
-            "ppo_kl": -agg(log_ratio),
+            "ppo_kl": -token_mean(log_ratio),
         }
         if clip_ratio_c is not None:
-            metrics["pg_clipfrac_dual"] = agg(surrogate.clipped_dual)
+            metrics["pg_clipfrac_dual"] = token_mean(surrogate.clipped_dual)
         if weights is not None:
-            metrics["tis_weight"] = agg(weights)
-            metrics["tis_capped_frac"] = agg(weights >= tis_imp_ratio_cap)
+            metrics["tis_weight"] = token_mean(weights)
+            metrics["tis_capped_frac"] = token_mean(weights >= tis_imp_ratio_cap)
         if entropy is not None:
             metrics["entropy"] = agg(entropy) if entropy_term is None else entropy_term.detach()
         if kl_term is not None:

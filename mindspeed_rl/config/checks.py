@@ -129,6 +129,19 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
                 "rl_config.filter_groups_max_batches",
                 f"{rl.filter_groups_max_batches}: use -1 (no limit) or a positive count",
             )
+        # DynamicSampler keeps at most global_batch_size groups per generation batch and stops at
+        # filter_groups_max_batches: beyond their product the target can never be reached.
+        reachable = rl.filter_groups_max_batches * actor.global_batch_size
+        target = rl.filter_groups_train_batch_size
+        if rl.filter_groups_max_batches > 0 and target is not None and target > reachable:
+            report(
+                "rl_config.filter_groups_train_batch_size",
+                f"{target} prompts can never be kept: filter_groups_max_batches "
+                f"({rl.filter_groups_max_batches}) x megatron_training.global_batch_size "
+                f"({actor.global_batch_size}) = {reachable} prompts are generated per iteration "
+                "at most; raise filter_groups_max_batches (-1 = no limit) or global_batch_size, "
+                f"or set filter_groups_train_batch_size <= {reachable}",
+            )
         if rl.filter_groups_metric not in rl.verifier_function:
             report(
                 "rl_config.filter_groups_metric",
@@ -185,6 +198,14 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
             f"{gen.max_model_len} < max_prompt_length ({rl.max_prompt_length}) + "
             f"sampling_config.max_tokens ({sampling.max_tokens})",
         )
+    longest = rl.max_prompt_length + sampling.max_tokens  # the width of every trained row
+    if longest > actor.seq_length:
+        report(
+            "megatron_training.seq_length",
+            f"{actor.seq_length} < rl_config.max_prompt_length ({rl.max_prompt_length}) + "
+            f"generate_config.sampling_config.max_tokens ({sampling.max_tokens}) = {longest}: "
+            f"Megatron trains on prompt + response; set seq_length >= {longest} or shorten them",
+        )
     if rl.max_prompt_length + sampling.max_tokens > model.max_position_embeddings:
         report(
             "rl_config.max_prompt_length",
@@ -222,4 +243,11 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
     profiler = config.profiler
     if profiler.enable and profiler.end_iteration < profiler.start_iteration:
         report("profiler.end_iteration", "must not be before start_iteration")
+    outside = [r for r in profiler.ranks if not 0 <= r < devices]
+    if profiler.enable and outside:
+        report(
+            "profiler.ranks",
+            f"{outside} are not ranks of this run; valid: 0..{devices - 1} "
+            "(rl_config.actor_resource.num_npus)",
+        )
     return problems

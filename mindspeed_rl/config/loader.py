@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mindspeed_rl.config.schema import RunConfig
 from mindspeed_rl.config.validation import ConfigError, Problem, validate
+from mindspeed_rl.config.yaml_loader import describe_yaml_error, load_yaml
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 COMMAND_LINE = "command line"
@@ -36,9 +37,15 @@ class ConfigSources:
     main: Path
     models: dict[str, Path] = dataclasses.field(default_factory=dict)
     overridden: set[str] = dataclasses.field(default_factory=set)
+    in_files: set[str] = dataclasses.field(default_factory=set)  # dotted keys the YAMLs hold
 
     def where(self, dotted_key: str) -> str:
         if any(dotted_key == k or dotted_key.startswith(k + ".") for k in self.overridden):
+            return COMMAND_LINE
+        # a section or mapping that only an override created (rl_confg.epochs=2)
+        if dotted_key not in self.in_files and any(
+            k.startswith(dotted_key + ".") for k in self.overridden
+        ):
             return COMMAND_LINE
         parts = dotted_key.split(".")
         if parts[0] == "model" and len(parts) > 1 and parts[1] in self.models:
@@ -56,7 +63,7 @@ def _config_file(config_dir: Path, name: str) -> Path:
 def _read_yaml(path: Path, problems: list[Problem], what: str) -> dict | None:
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = load_yaml(f)
     except FileNotFoundError:
         available = sorted(p.stem for p in path.parent.glob("*.yaml"))
         problems.append(
@@ -64,7 +71,11 @@ def _read_yaml(path: Path, problems: list[Problem], what: str) -> dict | None:
         )
         return None
     except yaml.YAMLError as err:
-        problems.append(Problem(str(path), what, f"not valid YAML: {err}"))
+        problems.append(Problem(str(path), what, describe_yaml_error(err)))
+        return None
+    except (OSError, UnicodeDecodeError) as err:  # a directory, no permission, not UTF-8
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        problems.append(Problem(str(path), what, f"cannot read it: {reason}"))
         return None
     if data is None:
         return {}
@@ -116,6 +127,14 @@ def _compose_models(config_dir: Path, raw: dict, sources: ConfigSources, problem
         raw["model"] = models
 
 
+def _dotted_keys(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        yield dotted
+        if isinstance(value, dict):
+            yield from _dotted_keys(value, dotted + ".")
+
+
 def _parse_overrides(overrides: Sequence[str], problems: list[Problem]) -> tuple[dict, set[str]]:
     parsed: dict = {}
     keys: set[str] = set()
@@ -142,6 +161,12 @@ def compose(
 ) -> tuple[dict, ConfigSources]:
     """The composed, override-applied config as plain data (not validated yet)."""
     config_dir = Path(config_dir) if config_dir is not None else DEFAULT_CONFIG_DIR
+    if not config_dir.is_dir():
+        state = "is a file" if config_dir.exists() else "does not exist"
+        raise ConfigError(
+            [Problem(COMMAND_LINE, "--config-path", f"{config_dir} {state}; give the directory "
+                     "holding <config-name>.yaml and model/ (default: the repository's configs/)")]
+        )  # fmt: skip
     main = _config_file(config_dir, config_name)
     sources = ConfigSources(main=main)
     problems: list[Problem] = []
@@ -149,6 +174,7 @@ def compose(
     if raw is None:
         raise ConfigError(problems)
     _compose_models(config_dir, raw, sources, problems)
+    sources.in_files = set(_dotted_keys(raw))
     parsed, sources.overridden = _parse_overrides(overrides, problems)
     if problems:
         raise ConfigError(problems)

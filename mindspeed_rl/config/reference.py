@@ -33,7 +33,9 @@ command line as `section.key=value` (YAML-typed: `rl_config.epochs=2`, `rl_confi
 Validate a config with `python cli/train_dapo.py --config-name NAME --dry-run`: it prints the
 resolved YAML and the run plan, or every problem at once (exit 2).
 
-Types are strict (`"8"` is not an int). Unknown keys are errors with a suggestion. Keys of the Ascend
+Numbers are read as OmegaConf (Hydra) reads them, so the Ascend suite's YAMLs mean the same here:
+`lr: 5e-5`, `1e-06`, `1E3` are floats (plain YAML 1.1 would make them strings), and so are the same
+spellings in `key=value` overrides. Types are strict (`"8"` is not an int). Unknown keys are errors with a suggestion. Keys of the Ascend
 suite that are recognised but not implemented yet are listed at the end: they are accepted only with
 the value that leaves the feature off.
 """

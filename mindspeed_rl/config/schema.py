@@ -24,7 +24,7 @@ class Section(BaseModel):
 class ModelConfig(Section):
     """One entry of ``configs/model/<name>.yaml`` (Megatron / MindSpeed-LLM argument names)."""
 
-    use_mcore_models: bool = _f(True, "Build megatron-core GPTModel (the only supported kind).")
+    use_mcore_models: Literal[True] = _f(True, "Build megatron-core GPTModel (the only kind).")
     num_layers: int = _f(..., "Transformer layers.", gt=0)
     hidden_size: int = _f(..., "Hidden size.", gt=0)
     ffn_hidden_size: int = _f(..., "Dense MLP intermediate size.", gt=0)
@@ -68,7 +68,7 @@ class MegatronConfig(Section):
     """``megatron_training`` (shared by every model of the run) merged with ``actor_config``."""
 
     model: str = _f(..., "Name of the model entry (a key under `model`, from configs/model/).")
-    use_mcore_models: bool = _f(True, "Build megatron-core models (the only supported kind).")
+    use_mcore_models: Literal[True] = _f(True, "Build megatron-core models (the only kind).")
     stage: Literal["ray_dapo"] = _f("ray_dapo", "Training stage.")
     tokenizer_type: Literal["PretrainedFromHF"] = _f("PretrainedFromHF", "Tokenizer kind.")
     tokenizer_name_or_path: str | None = _f(None, "HF tokenizer directory.")
@@ -91,15 +91,10 @@ class MegatronConfig(Section):
     hidden_dropout: float = _f(0.0, "Hidden dropout.", ge=0, lt=1)
     init_method_std: float = _f(0.01, "Init std (only used when no weights are loaded).", gt=0)
     attention_softmax_in_fp32: bool = _f(True, "Softmax in fp32.")
-    no_masked_softmax_fusion: bool = _f(False, "Disable the fused masked softmax kernel.")
-    no_gradient_accumulation_fusion: bool = _f(False, "Disable fused grad accumulation.")
     use_flash_attn: bool = _f(False, "MindSpeed flash attention (NPU only; ignored elsewhere).")
     use_fused_rmsnorm: bool = _f(False, "MindSpeed fused RMSNorm (NPU only).")
     use_fused_swiglu: bool = _f(False, "MindSpeed fused SwiGLU (NPU only).")
     use_fused_rotary_pos_emb: bool = _f(False, "MindSpeed fused RoPE (NPU only).")
-    distributed_backend: Literal["nccl", "hccl", "gloo"] | None = _f(
-        None, "Ignored: the backend follows the platform (hccl / nccl / gloo)."
-    )
     no_shared_storage: bool = _f(False, "Each node saves its own ranks' shards and tracker.")
     # actor_config
     micro_batch_size: int = _f(1, "Samples per micro-batch in the update.", gt=0)
@@ -129,29 +124,22 @@ class ActorResource(Section):
     num_npus: int = _f(..., "Devices for the actor (NPUs, GPUs, or CPU processes).", gt=0)
 
 
-class IntegratedModeConfig(Section):
-    ref_model_load_path: str | None = _f(None, "Reference model weights (default: actor load).")
-
-
 class RLConfig(Section):
     """``rl_config``: the DAPO algorithm and its orchestration."""
 
-    use_integrated_worker: bool = _f(True, "Actor, reference and rollout share each device.")
-    blocking: bool = _f(True, "Phases run one after the other (the only mode).")
-    guarantee_order: bool = _f(False, "Keep sample order through the pipeline.")
+    use_integrated_worker: Literal[True] = _f(True, "Actor and rollout share each device.")
+    blocking: Literal[True] = _f(True, "Phases run one after the other (the only mode).")
     actor_resource: ActorResource = _f(..., "Devices of the run.")
-    integrated_mode_config: IntegratedModeConfig = _f(IntegratedModeConfig(), "Reference model.")
     actor_forward_micro_batch_size: int | None = _f(None, "Micro-batch of log-prob passes.")
-    ref_forward_micro_batch_size: int | None = _f(None, "Micro-batch of reference passes.")
     adv_estimator: Literal["group_norm"] = _f("group_norm", "Advantage estimator (GRPO-style).")
     norm_adv_by_std: bool = _f(True, "Divide group-centred scores by the group std.")
-    gamma: float = _f(1.0, "Discount (unused by group_norm).", ge=0, le=1)
-    lam: float = _f(0.95, "GAE lambda (unused by group_norm).", ge=0, le=1)
     n_samples_per_prompt: int = _f(..., "Responses per prompt (group size).", gt=0)
     max_prompt_length: int = _f(..., "Longest prompt in tokens.", gt=0)
     mini_batch_size: int = _f(..., "Prompts per optimizer step.", gt=0)
     epochs: int = _f(1, "Update passes over each batch.", gt=0)
-    shuffle_mini_batch: bool = _f(False, "Shuffle samples before splitting into mini-batches.")
+    shuffle_mini_batch: bool = _f(
+        False, "Shuffle samples (seeded) before splitting them into mini-batches."
+    )
     clip_ratio: float = _f(0.2, "PPO clip range when clip-higher is off.")
     clip_higher_enable: bool = _f(False, "DAPO clip-higher: separate low / high clip ranges.")
     clip_ratio_low: float = _f(0.2, "Lower clip range (ratio >= 1 - low).")
@@ -171,12 +159,11 @@ class RLConfig(Section):
     )
     init_kl_coef: float = _f(0.01, "KL loss coefficient (only with use_kl_loss).", ge=0)
     kl_ctrl_type: Literal["fixed"] = _f("fixed", "KL coefficient control.")
-    rule_reward: bool = _f(True, "Rewards from rule verifiers (the only reward kind).")
+    rule_reward: Literal[True] = _f(True, "Rewards from rule verifiers (the only kind).")
     verifier_function: list[str] = _f(["acc_for_dapo"], "Rule verifiers by name.")
     verifier_weight: list[float] = _f([1.0], "One weight per verifier.")
     verifier_timeout: float = _f(10.0, "Seconds allowed per verifier call.", gt=0)
     verifier_parallel: int = _f(1, "Processes scoring responses (1 = in the caller).", gt=0)
-    num_cpus_for_local_task: int = _f(1, "CPUs reserved for the driver task.", gt=0)
     overlong_buffer_enable: bool = _f(False, "DAPO overlong reward shaping.")
     rollout_max_tokens: int = _f(2048, "Response length cap used by overlong shaping.", gt=0)
     overlong_buffer: int = _f(512, "Tokens before the cap where the penalty ramps up.", ge=0)
@@ -204,7 +191,7 @@ class SamplingConfig(Section):
     top_p: float = _f(1.0, "Nucleus sampling.", gt=0, le=1)
     top_k: int = _f(-1, "Top-k sampling (-1 = off).", ge=-1)
     min_p: float = _f(0.0, "Min-p sampling.", ge=0, le=1)
-    detokenize: bool = _f(False, "Let the engine detokenize (the trainer decodes itself).")
+    detokenize: Literal[False] = _f(False, "The engine never detokenizes: the trainer decodes.")
     seed: int | None = _f(None, "Sampling seed (default: megatron_training.seed).")
 
 
@@ -236,12 +223,12 @@ class GenerateConfig(Section):
 class ProfilerConfig(Section):
     """``profiler``: torch.profiler (torch_npu.profiler on NPU) around chosen iterations."""
 
-    enable: bool = _f(False, "Profile.")
-    save_path: str = _f("./profiling", "Trace directory.")
-    ranks: list[int] = _f([0], "Ranks that profile.")
-    start_iteration: int = _f(1, "First profiled iteration.", ge=0)
-    end_iteration: int = _f(2, "Last profiled iteration.", ge=0)
-    with_memory: bool = _f(False, "Record memory.")
+    enable: bool = _f(False, "Record a trace of the iterations below (docs/dapo.md, Profiling).")
+    save_path: str = _f("./profiling", "Trace directory (one file per rank and window).")
+    ranks: list[int] = _f([0], "Ranks that record (0 .. num_npus - 1).")
+    start_iteration: int = _f(1, "First recorded iteration (1-based, as in the logs).", ge=0)
+    end_iteration: int = _f(2, "Last recorded iteration (inclusive).", ge=0)
+    with_memory: bool = _f(False, "Also record tensor allocations and shapes.")
 
 
 class RunConfig(Section):

@@ -7,6 +7,7 @@ not supported yet", so that a run never silently behaves differently from what t
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 _OFF = (None, False, 0, "", [])
@@ -36,6 +37,12 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
         "tokenizer_padding_side": (None, "left"),
         "prompt_type": (None,),
         "prompt_type_path": (None,),
+        # the builder never uses these kernels: only "disabled" matches what runs
+        "no_masked_softmax_fusion": (None, True),
+        "no_gradient_accumulation_fusion": (None, True),
+        # the platform picks hccl / nccl / gloo; 'nccl' is the Ascend suite's spelling of "the
+        # accelerator's backend" (transfer_to_npu maps it to hccl), so it is inert too
+        "distributed_backend": (None, "nccl", "hccl"),
     },
     "rl_config": {
         "use_remove_padding": _OFF,
@@ -51,6 +58,15 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
         "actor_logprob_dispatch_size": (None,),
         "actor_update_dispatch_size": (None,),
         "adv_dispatch_size": (None,),
+        "guarantee_order": _OFF,
+        # the reference model is not built by this version (DAPO is KL-free)
+        "ref_forward_micro_batch_size": (None,),
+        "integrated_mode_config": (None, {}, {"ref_model_load_path": None}),
+        # GAE's: group_norm advantages (the only estimator) use neither
+        "gamma": (None, 1, 1.0),
+        "lam": (None, 0.95),
+        # the driver runs in the launching process, not as a Ray task with reserved CPUs
+        "num_cpus_for_local_task": (None, 1),
     },
     "generate_config": {
         "torchair_graph": _OFF,
@@ -71,4 +87,4 @@ def inert_description(section: str, key: str) -> str:
     inert_values = UNSUPPORTED[section][key]
     if inert_values is _OFF:
         return "false"
-    return " or ".join("null" if v is None else repr(v) for v in inert_values)
+    return " or ".join(json.dumps(v) for v in inert_values)  # YAML's spelling: null, true

@@ -39,8 +39,10 @@ class ConfigError(ValueError):
 
 
 def _suggest(key: str, valid: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    """A near match, or else every valid name: the message always says what would be valid."""
+    valid = list(valid)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(sorted(valid))}"
 
 
 def _nested_section(model: type[Section], field: str) -> type[Section] | None:
@@ -129,8 +131,14 @@ def validate(
     problems: list[Problem] = []
     for key in data:
         if key not in TOP_LEVEL_KEYS:
+            close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
             problems.append(
-                Problem(where(key), key, "unknown section" + _suggest(key, TOP_LEVEL_KEYS))
+                Problem(
+                    where(key),
+                    key,
+                    f"unknown section; {hint}valid sections: {', '.join(TOP_LEVEL_KEYS)}",
+                )
             )
     sections: dict[str, dict] = {}
     for name, model in SECTIONS.items():

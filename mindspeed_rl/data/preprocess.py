@@ -36,7 +36,7 @@ from mindspeed_rl.data.indexed_io import (
     PackedDatasetWriter,
     text_key,
 )
-from mindspeed_rl.data.preprocess_config import PreprocessConfig
+from mindspeed_rl.data.preprocess_config import PreprocessConfig, check_output_prefix
 from mindspeed_rl.data.readers import RowChunk, RowSource, open_rows
 from mindspeed_rl.data.row_encoder import (
     EncodedChunk,
@@ -125,6 +125,7 @@ class PreprocessSummary:
 def preprocess_dataset(config: PreprocessConfig) -> PreprocessSummary:
     """Run the whole pipeline for ``config``; returns the summary (also logged)."""
     handler = build_handler(config.handler_name, config.map_keys, config.dataset_additional_keys)
+    check_output_prefix(config.output_prefix)
     source = open_rows(config.input)
     missing = [c for c in handler.required_columns() if c not in source.columns]
     if missing:

@@ -139,19 +139,51 @@ def load_preprocess_config(name_or_path: str, overrides: Sequence[str] = ()) -> 
     """Load ``configs/datasets/<name>.yaml`` (or a YAML path) with ``key=value`` overrides."""
     import yaml
 
+    from mindspeed_rl.config.yaml_loader import describe_yaml_error, load_yaml
+
     path = resolve_config_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        raise ValueError(f"{path}: {describe_yaml_error(exc)}") from exc
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not UTF-8
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"{path}: cannot read the dataset YAML: {reason}") from exc
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: must be a mapping of keys to values, got {type(raw).__name__}")
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key:
             raise ValueError(f"override {override!r} must look like key=value")
-        raw[key.strip()] = yaml.safe_load(value) if value else ""
+        try:
+            raw[key.strip()] = load_yaml(value) if value else ""
+        except yaml.YAMLError as exc:
+            raise ValueError(f"override {override!r}: {describe_yaml_error(exc)}") from exc
     return PreprocessConfig.from_dict(raw, source=str(path))
+
+
+def check_output_prefix(prefix: Path) -> None:
+    """``ValueError`` unless the files of ``output_prefix`` can be created: its nearest existing
+    parent is a directory, and one we can write in (probed with a temporary file, removed at
+    once: nothing is created before the run)."""
+    import tempfile
+
+    existing = prefix.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(
+            f"output_prefix={str(prefix)!r}: {existing} is a file, not a directory; give a "
+            f"prefix inside a directory, e.g. {existing.parent / 'dataset' / 'data'}"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"output_prefix={str(prefix)!r}: cannot write in {existing} ({exc.strerror}); give a "
+            "prefix in a directory you can write to"
+        ) from None
 
 
 def resolve_config_path(name_or_path: str) -> Path:

@@ -15,10 +15,14 @@ rows there (:func:`materialize`).
   ISO-8601-looking strings (an answer "2020-01-01" must stay a string).
 - ``.json`` holding a JSON array (alpaca datasets): the standard ``json`` module (pyarrow reads
   only line-delimited JSON); elements that are not objects are rejected as ``invalid_json``.
+
+JSON files must be UTF-8 (a BOM is allowed): they are checked before reading, since pyarrow reads
+other bytes without complaint and the strings fail later, far from any line number.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -99,9 +103,35 @@ def open_rows(path: str | Path, key: str = "input") -> RowSource:
         )
     if suffix == ".parquet":
         return _open_parquet(path, key)
+    _check_utf8(path, key)
     if suffix == ".json" and _starts_with_array(path):
         return _open_json_array(path, key)
     return _open_json_lines(path)
+
+
+def _check_utf8(path: Path, key: str, chunk_bytes: int = 1 << 24) -> None:
+    """ValueError naming the first line that is not UTF-8; a fast chunked pass when all is well."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as stream:
+            while chunk := stream.read(chunk_bytes):
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+        return
+    except UnicodeDecodeError:
+        pass  # find the line: only on the error path
+    with path.open("rb") as stream:
+        for number, line in enumerate(stream, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"{key}={str(path)!r}: line {number} is not UTF-8 (byte "
+                    f"0x{line[exc.start]:02x} at byte {exc.start + 1} of the line); the file must "
+                    "be UTF-8: convert it, e.g. iconv -f latin1 -t utf-8 IN > OUT"
+                ) from None
+    # not reached: a newline byte never occurs inside a UTF-8 sequence, so some line failed
+    raise ValueError(f"{key}={str(path)!r}: the file must be UTF-8")
 
 
 def _open_parquet(path: Path, key: str) -> RowSource:

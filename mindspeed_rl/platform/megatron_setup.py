@@ -78,6 +78,7 @@ def prepare_megatron(config: Mapping[str, object] | None = None) -> str:
     kind = device_type()
     if _prepared is not None:
         return _prepared
+    fusions = active_fusions(config or {})  # elsewhere than NPU: one INFO line, if any is set
     if kind == "cpu":
         from mindspeed_rl.platform import cpu_adaptor
 
@@ -87,6 +88,6 @@ def prepare_megatron(config: Mapping[str, object] | None = None) -> str:
             logger.warning(
                 "megatron was imported before MindSpeed's adaptor; patches may not apply"
             )
-        _install_mindspeed(active_fusions(config or {}))
+        _install_mindspeed(fusions)
     _prepared = kind
     return kind

@@ -64,6 +64,15 @@ def generation_batch(
     return batch
 
 
+def shuffle_rows(batch: TensorDict, seed: int, iteration: int) -> TensorDict:
+    """The rows in a random order (``rl_config.shuffle_mini_batch``), so that a mini-batch mixes
+    samples of many prompts instead of holding whole groups. Advantages are computed before, per
+    group, so they travel with their rows. Seeded by the run seed and the iteration: the same
+    order in a resumed run, and independent of every other random stream."""
+    generator = torch.Generator().manual_seed(seed * 1_000_033 + iteration * 7_919 + 17)
+    return batch[torch.randperm(len(batch), generator=generator)]
+
+
 def data_parallel_order(num_rows: int, mini_batches: int, dp_size: int) -> list[torch.Tensor]:
     """Row indices per DP rank: mini-batch m is rows [m*M, (m+1)*M); rank d takes its d-th equal
     slice of every mini-batch, so the worker's k-th local slice is its share of mini-batch k."""

@@ -34,6 +34,7 @@ from mindspeed_rl.rollout.factory import sampling_params
 from mindspeed_rl.rollout.sampling import SamplingParams
 from mindspeed_rl.trainer import batch as batch_ops
 from mindspeed_rl.trainer.metrics import MetricsSink, non_finite
+from mindspeed_rl.trainer.profiling import IterationProfiler
 from mindspeed_rl.workers.group import WorkerGroup
 from mindspeed_rl.workers.timing import Timer
 
@@ -247,6 +248,8 @@ class DAPOTrainer:
         with timer.phase("total"):
             batch, metrics = self.collect_batch(timer)
             self.prepare_update(batch)
+            if rl.shuffle_mini_batch:
+                batch = batch_ops.shuffle_rows(batch, self.config.actor.seed, self.iteration)
             rows = batch_ops.megatron_rows(batch, self.pad)
             mini_batches = self._mini_batches(len(batch))
             order = batch_ops.data_parallel_order(len(batch), mini_batches, self.dp_size)
@@ -347,8 +350,6 @@ class DAPOTrainer:
         logger.info("saved iteration %d to %s", self.iteration, root)
 
     def fit(self) -> list[dict[str, float]]:
-        from mindspeed_rl.platform.jemalloc import host_memory_metrics
-
         rl, actor = self.config.rl_config, self.config.actor
         if rl.validate_before_train and self.validation_prompts is not None:
             metrics = self.validate()
@@ -356,9 +357,21 @@ class DAPOTrainer:
             self.history.append({"iteration": float(self.iteration), **metrics})
         bar = tqdm(total=actor.train_iters, initial=self.iteration, desc="DAPO", unit="iter",
                    dynamic_ncols=True, disable=not sys.stderr.isatty())  # fmt: skip
+        profiler = IterationProfiler(self.config.profiler, self.workers, actor.train_iters)
+        self._loop(bar, profiler)
+        profiler.close()  # the run ended inside the window (after an error: no trace)
+        bar.close()
+        return self.history
+
+    def _loop(self, bar, profiler) -> None:
+        from mindspeed_rl.platform.jemalloc import host_memory_metrics
+
+        rl, actor = self.config.rl_config, self.config.actor
         while self.iteration < actor.train_iters:
+            profiler.before(self.iteration + 1)
             metrics = self.step()
             self.iteration += 1
+            profiler.after(self.iteration)
             self.prompt_log.append(self._iteration_prompts)
             self._iteration_prompts = []
             bar.update(1)
@@ -385,8 +398,6 @@ class DAPOTrainer:
                 or (actor.save_interval and self.iteration % actor.save_interval == 0)
             ):
                 self.save_checkpoint()
-        bar.close()
-        return self.history
 
 
 def _with_seed(params: SamplingParams, engine: int) -> SamplingParams:

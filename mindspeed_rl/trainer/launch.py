@@ -104,6 +104,7 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     from mindspeed_rl.trainer.metrics import MetricsSink
     from mindspeed_rl.workers.group import WorkerGroup
     from mindspeed_rl.workers.integrated import IntegratedWorker
+    from mindspeed_rl.workers.profiling import with_profiling
 
     actor, rl = config.actor, config.rl_config
     if rl.use_kl_loss:
@@ -146,7 +147,7 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     started_ray = False
     try:
         started_ray = _init_ray(world)
-        workers = WorkerGroup(IntegratedWorker, world)
+        workers = WorkerGroup(with_profiling(IntegratedWorker), world)
         master_addr, master_port = workers.rendezvous()
         threads = max(1, (os.cpu_count() or 1) // world) if device_type() == "cpu" else 4
         steps = total_optimizer_steps(config)

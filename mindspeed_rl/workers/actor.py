@@ -129,6 +129,10 @@ class MegatronActor:
             # accelerators create each TP shard on the device; the host path would first
             # initialise every full weight in fp32
             use_cpu_initialization=device_type() == "cpu",
+            # megatron_training's keys of the TransformerConfig (init only matters without `load`)
+            init_method_std=actor_config.init_method_std,
+            hidden_dropout=actor_config.hidden_dropout,
+            attention_dropout=actor_config.attention_dropout,
         )  # fmt: skip
         # on the rank's device before DDP wraps it: DDP's buffers (and, without the distributed
         # optimizer, the parameters themselves) are allocated where the module is
@@ -247,9 +251,15 @@ class MegatronActor:
         self.model.train()
         micros = list(batch.micro_batches(micro_batch_size))
         dp_size = parallel_state.get_data_parallel_world_size()
-        denominator = sum(loss_denominator(m.loss_mask, self.loss_agg_mode) for m in micros)
-        denominator = torch.as_tensor(denominator, dtype=torch.float32, device=self.device)
-        torch.distributed.all_reduce(denominator, group=parallel_state.get_data_parallel_group())
+        # [the loss's denominator, valid tokens (of the token-mean metrics)], one all-reduce
+        counts = torch.stack(
+            [
+                torch.stack([loss_denominator(m.loss_mask, mode) for m in micros]).sum()
+                for mode in (self.loss_agg_mode, "token-mean")
+            ]
+        ).to(device=self.device, dtype=torch.float32)
+        torch.distributed.all_reduce(counts, group=parallel_state.get_data_parallel_group())
+        denominator, tokens = counts[0], counts[1]
         # the schedule divides each micro-batch loss by len(micros); DDP averages over DP
         undo_megatron_scaling = len(micros) * dp_size
         rl = self.rl
@@ -267,6 +277,7 @@ class MegatronActor:
                     micro.loss_mask,
                     loss_agg_mode=self.loss_agg_mode,
                     global_denominator=denominator,
+                    global_tokens=tokens,
                     clip_ratio_low=self.clip_low,
                     clip_ratio_high=self.clip_high,
                     clip_ratio_c=rl.clip_ratio_c,

@@ -36,6 +36,24 @@ class WorkerError(RuntimeError):
     """A rank failed; the message names it and carries its error."""
 
 
+class WorkerInputError(WorkerError, ValueError):
+    """A rank refused its input (a checkpoint that does not fit the run, a truncated or missing
+    file): the worker's own one-line message, without Ray's wrapper and remote frames."""
+
+
+# What a worker raises for bad input (checkpoints, paths); anything else is a failure of the run.
+_INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                 PermissionError)  # fmt: skip
+
+
+def input_error_of(err: BaseException) -> BaseException | None:
+    """The worker's own input error inside Ray's ``RayTaskError``, or None."""
+    cause = getattr(err, "cause", None) if isinstance(err, ray.exceptions.RayTaskError) else None
+    if isinstance(cause, _INPUT_ERRORS) and not isinstance(cause, ray.exceptions.RayError):
+        return cause
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class RankPlacement:
     rank: int
@@ -123,6 +141,11 @@ class WorkerGroup:
                 try:
                     results[rank] = ray.get(ref)
                 except Exception as err:  # noqa: BLE001  (any rank error ends the run)
+                    cause = input_error_of(err)
+                    if cause is not None:
+                        raise WorkerInputError(
+                            f"worker rank {rank} refused its input in {what}: {cause}"
+                        ) from err
                     node = (
                         self.placements[rank].node_id[:12] if rank < len(self.placements) else "?"
                     )

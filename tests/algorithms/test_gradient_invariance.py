@@ -50,6 +50,7 @@ def _loss(weight: torch.Tensor, rows: slice, batch: dict, mode: str, denominator
         batch["mask"][rows],
         loss_agg_mode=mode,
         global_denominator=denominator,
+        global_tokens=batch["mask"].ne(0).sum(),  # every split covers the whole batch
         clip_ratio_low=0.2,
         clip_ratio_high=0.28,
         clip_ratio_c=3.0,

@@ -172,3 +172,52 @@ def test_missing_inputs_for_enabled_terms_are_config_errors():
         policy_loss(_log_probs(), OLD, ADVANTAGES, MASK, tis_imp_ratio_cap=2.0, **common)
     with pytest.raises(ValueError, match="use_kl_loss is true but no ref_log_probs"):
         policy_loss(_log_probs(), OLD, ADVANTAGES, MASK, use_kl_loss=True, **common)
+
+
+# Two rows: row 0 as above (4 tokens: clipped high at 1.5, low at 0.5); row 1 has 3 valid tokens
+# of ratios 1.5, 1.0, 1.0 and advantage 1 (clipped high once) and a padded fourth.
+TWO_ROWS = dict(
+    log_probs=torch.tensor([[math.log(r) for r in RATIOS], [math.log(1.5), 0.0, 0.0, 0.0]]),
+    advantages=torch.tensor([[1.0, -1.0, 1.0, -1.0], [1.0, 1.0, 1.0, 1.0]]),
+    mask=torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0]]),
+    # TIS weights exp(0 - rollout) capped at 2: tokens (0, 1) and (1, 2) reach the cap (and the
+    # padded (1, 3), which counts nowhere)
+    rollout=-torch.tensor([[0.0, math.log(3.0), 0.0, 0.0], [0.0, 0.0, math.log(3.0), 9.0]]),
+)
+# per-token pg after dual clip at c = 1.05 (row 0's last token: 1.1 > 1.05) and TIS weights
+ROW_SUMS = (-1.28 + 0.8 * 2 - 1.0 + 1.05, -1.28 - 1.0 - 1.0 * 2)
+LOSS_BY_MODE = {
+    "token-mean": (sum(ROW_SUMS) / 7, 7),
+    "seq-mean-token-mean": ((ROW_SUMS[0] / 4 + ROW_SUMS[1] / 3) / 2, 2),
+    "seq-mean-token-sum": (sum(ROW_SUMS) / 2, 2),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(LOSS_BY_MODE))
+def test_fractions_are_token_means_whatever_the_loss_aggregation(mode):
+    expected_loss, denominator = LOSS_BY_MODE[mode]
+    out = policy_loss(
+        TWO_ROWS["log_probs"], torch.zeros(2, 4), TWO_ROWS["advantages"], TWO_ROWS["mask"],
+        loss_agg_mode=mode, global_denominator=denominator, global_tokens=7,
+        clip_ratio_low=LOW, clip_ratio_high=HIGH, clip_ratio_c=1.05,
+        rollout_log_probs=TWO_ROWS["rollout"], tis_imp_ratio_cap=2.0,
+    )  # fmt: skip
+    m = {k: v.item() for k, v in out.metrics.items()}
+    assert out.loss.item() == pytest.approx(expected_loss)  # the loss follows the mode
+    # fractions of the 7 valid tokens (seq-mean-token-sum used to give 3 / 2 sequences = 1.5)
+    assert m["pg_clipfrac"] == pytest.approx(3 / 7)
+    assert m["pg_clipfrac_high"] == pytest.approx(2 / 7)
+    assert m["pg_clipfrac_low"] == pytest.approx(1 / 7)
+    assert m["pg_clipfrac_dual"] == pytest.approx(1 / 7)
+    assert m["tis_capped_frac"] == pytest.approx(2 / 7)
+    assert m["tis_weight"] == pytest.approx((1 + 2 + 1 + 1 + 1 + 1 + 2) / 7)
+    log_ratios = [math.log(r) for r in RATIOS] + [math.log(1.5), 0.0, 0.0]
+    assert m["ppo_kl"] == pytest.approx(-sum(log_ratios) / 7)
+
+
+def test_seq_mean_modes_need_the_token_count():
+    with pytest.raises(ValueError, match="pass global_tokens"):
+        policy_loss(
+            _log_probs(), OLD, ADVANTAGES, MASK, loss_agg_mode="seq-mean-token-sum",
+            global_denominator=1, clip_ratio_low=LOW, clip_ratio_high=HIGH,
+        )  # fmt: skip

@@ -57,3 +57,26 @@ def test_unsupported_file_type_names_the_key(tmp_path) -> None:
     path.write_text("a,b\n")
     with pytest.raises(ValueError, match=r"input=.*unsupported file type '.csv'"):
         open_rows(path)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_latin1_file_names_the_file_and_line_and_asks_for_utf8(tmp_path, suffix):
+    path = tmp_path / f"latin1{suffix}"
+    good = b'{"prompt": "x", "answer": "1"}\n'
+    path.write_bytes(good + good + '{"prompt": "café", "answer": "2"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError) as info:
+        open_rows(path)
+    message = str(info.value)
+    assert str(path) in message and "line 3 is not UTF-8" in message and "0xe9" in message
+    assert "must be UTF-8" in message and "\n" not in message
+
+
+def test_utf8_split_across_read_chunks_is_accepted(tmp_path):
+    from mindspeed_rl.data.readers import _check_utf8
+
+    path = tmp_path / "u.jsonl"
+    path.write_bytes('{"p": "é"}\n'.encode())  # "é" is 2 bytes; 8-byte chunks cut through it
+    _check_utf8(path, "input", chunk_bytes=8)
+    path.write_bytes('{"p": "é"}'.encode()[:-3])  # ends inside the 2-byte character
+    with pytest.raises(ValueError, match="line 1 is not UTF-8"):
+        _check_utf8(path, "input", chunk_bytes=8)

@@ -56,3 +56,16 @@ def test_fusions_pass_on_npu_only(monkeypatch, caplog):
         "use_flash_attn": True,
         "use_fused_rmsnorm": True,
     }
+
+
+def test_prepare_megatron_says_which_fusions_it_ignores_here(monkeypatch, caplog):
+    from mindspeed_rl.platform import cpu_adaptor
+
+    monkeypatch.setattr(megatron_setup, "_prepared", None)
+    monkeypatch.setattr(cpu_adaptor, "install", lambda: None)
+    with caplog.at_level(logging.INFO, logger=megatron_setup.__name__):
+        assert megatron_setup.prepare_megatron({"use_fused_swiglu": True}) == "cpu"
+    ignored = [r.getMessage() for r in caplog.records if "ignored on cpu" in r.getMessage()]
+    assert ignored == [
+        "MindSpeed fusions use_fused_swiglu apply on Ascend NPUs only; ignored on cpu"
+    ]

@@ -39,8 +39,19 @@ def _config(assets, *extra):
 
 
 def test_three_iterations_keep_the_dapo_invariants(assets):
-    config = _config(assets)
+    # shuffled mini-batches: the actor's old log-probs of the shuffled rows must still match the
+    # rollout's, so every row kept its own tokens, masks and log-probs
+    # and the profiler records iteration 2 on rank 1 only
+    traces = assets[1] / "profiling"
+    config = _config(
+        assets, "rl_config.shuffle_mini_batch=true", "profiler.enable=true",
+        f"profiler.save_path={traces}", "profiler.ranks=[1]", "profiler.start_iteration=2",
+        "profiler.end_iteration=2",
+    )  # fmt: skip
     result = run_training(config, log_dir=str(assets[1] / "logs"))
+    assert [p.name for p in traces.iterdir()] == ["rank1_iter2-2.pt.trace.json"]
+    events = json.loads((traces / "rank1_iter2-2.pt.trace.json").read_text())["traceEvents"]
+    assert any(e.get("name") == "aten::mm" for e in events)
     history = result.history
     assert len(history) == ITERATIONS
     n = config.rl_config.n_samples_per_prompt

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 
 from mindspeed_rl.data.preprocess import preprocess_dataset
 from mindspeed_rl.data.preprocess_config import load_preprocess_config
@@ -30,8 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    # megatron-core's import warns about optional GPU kernels; preprocessing uses none of them.
-    warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     try:
         config = load_preprocess_config(args.config, args.overrides)
         preprocess_dataset(config)

@@ -105,7 +105,7 @@ class IntegratedWorker:
             from mindspeed_rl.checkpoint.training_state import load_rank
 
             full = resume is not None
-            load_rank(
+            loaded = load_rank(
                 self.actor, actor_cfg.load,
                 resume["iteration"] if full else read_tracker(actor_cfg.load),
                 self._shard_layout(), self._shard_position(),
@@ -114,6 +114,12 @@ class IntegratedWorker:
             )  # fmt: skip
             if full:
                 self.actor_version = resume["actor_version"]
+        from mindspeed_rl.checkpoint.training_state import hf_config_record
+
+        # what every checkpoint of this run records, so that mg -> hf needs no --hf-config-dir
+        self.hf_config_json = hf_config_record(
+            loaded["hf_config"] if actor_cfg.load is not None else None, hf_dir
+        )
         self.mapping = WeightMapping(self.actor.model_config, hf_config.vocab_size, self.layout)
         self.offloader = TrainStateOffloader(
             self.actor.model,
@@ -185,7 +191,7 @@ class IntegratedWorker:
         path = save_rank(
             self.actor, root, iteration, self._shard_layout(), self._shard_position(),
             self.config.model_dump(mode="json"), save_optim=not actor_cfg.no_save_optim,
-            save_rng=not actor_cfg.no_save_rng,
+            save_rng=not actor_cfg.no_save_rng, hf_config=self.hf_config_json,
         )  # fmt: skip
         self.offloader.offload()
         return str(path)

@@ -63,7 +63,7 @@ def init_ray(runtime_env: dict, num_cpus: int, resources: dict | None) -> bool:
 
 
 def _use_token_if_available() -> None:
-    """Ray >= 2.5x enables token auth for ``address="auto"`` when this user has a token
+    """Ray (2.60 here) enables token auth for ``address="auto"`` when this user has a token
     (``~/.ray/auth_token``, which ``ray start`` then also uses), but never for an explicit address:
     joining the launch scripts' ``ray start`` cluster by address would fail authentication. Do
     what "auto" did; a token is harmless against a cluster without auth."""

@@ -1,8 +1,9 @@
 """Wire a DAPO run: Ray, the worker group, data, rewards, metrics; then ``fit()``.
 
 Joins the Ray cluster the user asked for (``RAY_ADDRESS``, which the launch scripts export after
-``ray start``), else starts a private local one, never another user's (``platform.ray_cluster``). On CPU the local cluster registers one ``cpu_slot`` per worker and a
-logical CPU count above the cores, so that reward processes and the driver never starve.
+``ray start``), else starts a private local one, never another user's (``platform.ray_cluster``).
+On CPU the local cluster registers one ``cpu_slot`` per worker and a logical CPU count above the
+cores, so that reward processes and the driver never starve.
 """
 
 from __future__ import annotations

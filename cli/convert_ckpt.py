@@ -31,7 +31,6 @@ import argparse
 import logging
 import re
 import sys
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -204,7 +203,6 @@ def _verify(args: argparse.Namespace, mcore_dir: Path, hf_dir: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
 
     def run() -> int:
         _check_args(args)

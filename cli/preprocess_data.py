@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 
 from mindspeed_rl.cli_errors import EXIT_INPUT, debug_enabled, run_reporting_errors
 from mindspeed_rl.data.preprocess import preprocess_dataset
@@ -33,8 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    # megatron-core's import warns about optional GPU kernels; preprocessing uses none of them.
-    warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
 
     def run() -> int:
         preprocess_dataset(load_preprocess_config(args.config, args.overrides))

@@ -2,10 +2,10 @@
 
     python cli/train_dapo.py --config-name dapo_qwen25_32b_A3 [section.key=value ...] [--dry-run]
 
-Without ``--dry-run`` it joins the running Ray cluster (examples/dapo/*.sh start one) or starts a
-local one, and trains. ``--dry-run`` validates the config (every problem at once), prints the
-resolved YAML and the run plan, and exits 0, or prints the problems and exits 2. It never starts
-Ray or touches a device.
+Without ``--dry-run`` it joins the Ray cluster named by ``RAY_ADDRESS`` (examples/dapo/*.sh start
+one and set it) or starts a local one of its own (docs/multi_node.md), and trains. ``--dry-run``
+validates the config (every problem at once), prints the resolved YAML and the run plan, and exits
+0, or prints the problems and exits 2. It never starts Ray or touches a device.
 
 Exit status: 0 trained; 1 the run failed (a worker died, naming the rank, or dynamic sampling
 stopped with its diagnosis); 2 bad input (config, paths, data, a checkpoint that does not fit:

@@ -4,4 +4,9 @@ The package root imports nothing heavy: ``import mindspeed_rl.algorithms`` must 
 machine. Sub-packages follow the layering in docs/architecture.md.
 """
 
+from mindspeed_rl.platform import expected_warnings as _expected_warnings
+
 __version__ = "0.1.0"
+
+# first import of the package in every process (driver, Ray workers, CLIs): before megatron-core's
+_expected_warnings.install()

@@ -14,8 +14,8 @@ HF_CONFIG_DIR=./model_from_hf/Qwen2.5-32B-Instruct
 SAVE_DIR=./model_weights/qwen25_32b_dapo_hf
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
-"${PYTHON:-python}" "${ROOT}/cli/convert_ckpt.py" \
+source "${ROOT}/examples/python_env.sh"  # sets PYTHON (docs/install.md: which interpreter)
+"${PYTHON}" "${ROOT}/cli/convert_ckpt.py" \
     --use-mcore-models \
     --model-type GPT \
     --model-type-hf qwen2 \

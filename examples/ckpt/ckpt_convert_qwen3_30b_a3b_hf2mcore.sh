@@ -14,8 +14,8 @@ HF_DIR=./model_from_hf/Qwen3-30B-A3B
 SAVE_DIR=./model_weights/qwen3_30b_a3b_mcore_tp4_ep2
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
-"${PYTHON:-python}" "${ROOT}/cli/convert_ckpt.py" \
+source "${ROOT}/examples/python_env.sh"  # sets PYTHON (docs/install.md: which interpreter)
+"${PYTHON}" "${ROOT}/cli/convert_ckpt.py" \
     --use-mcore-models \
     --model-type GPT \
     --model-type-hf qwen3-moe \

@@ -9,6 +9,9 @@ RAY_PORT="${RAY_PORT:-6766}"
 YAML="${1:-$DEFAULT_YAML}"
 PROJECT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$PROJECT_DIR"   # Ray must be started from the project directory on every node
+ROOT="$PROJECT_DIR"
+source "$PROJECT_DIR/examples/python_env.sh"   # sets PYTHON: $PYTHON, a virtualenv, or .venv
+ray() { "$PYTHON" -m ray.scripts.scripts "$@"; }   # the ray CLI of that interpreter, not PATH's
 
 CURRENT_IP=$(ip -4 addr show "$SOCKET_IFNAME" 2>/dev/null | awk '/inet /{print $2}' | cut -d/ -f1 | head -n1)
 if [ -z "$CURRENT_IP" ]; then
@@ -36,20 +39,24 @@ export CUDA_DEVICE_MAX_CONNECTIONS=1
 export TOKENIZERS_PARALLELISM=false
 
 # jemalloc: located by the platform layer (no hard-coded path); long runs need it
-eval "$(python cli/jemalloc_env.py ${JEMALLOC_OPTIONAL:+--optional})"
+eval "$("$PYTHON" cli/jemalloc_env.py ${JEMALLOC_OPTIONAL:+--optional})"
 
 # the Ray resource one worker reserves, as the platform layer names it (NPU / GPU / cpu_slot)
-DEVICE_RESOURCE=$(python -c "from mindspeed_rl.platform.device import ray_resource_name; print(ray_resource_name())")
+DEVICE_RESOURCE=$("$PYTHON" -c "from mindspeed_rl.platform.device import ray_resource_name; print(ray_resource_name())")
 TOTAL_DEVICES=$((NNODES * NPUS_PER_NODE))
 
 if [ "$CURRENT_IP" = "$MASTER_ADDR" ]; then
   ray start --head --port "$RAY_PORT" --node-ip-address "$CURRENT_IP" \
     --resources="{\"$DEVICE_RESOURCE\": $NPUS_PER_NODE}"
+  # the trainer joins this cluster, and no other, only through RAY_ADDRESS (without it, it would
+  # start a local cluster of its own)
+  export RAY_ADDRESS="$CURRENT_IP:$RAY_PORT"
   echo "waiting for $TOTAL_DEVICES x $DEVICE_RESOURCE on $NNODES node(s)..."
   while true; do
-    joined=$(python - "$DEVICE_RESOURCE" <<'PY'
+    joined=$("$PYTHON" - "$DEVICE_RESOURCE" <<'PY'
 import sys, ray
-ray.init(address="auto", logging_level="ERROR")
+from mindspeed_rl.platform.ray_cluster import init_ray
+init_ray({}, 0, None)  # RAY_ADDRESS, with this user's token as the trainer uses it
 print(int(ray.cluster_resources().get(sys.argv[1], 0)))
 PY
 )
@@ -57,7 +64,7 @@ PY
     echo "  $joined / $TOTAL_DEVICES devices joined"; sleep 5
   done
   set +e
-  python cli/train_dapo.py --config-name "$YAML" "${@:2}"
+  "$PYTHON" cli/train_dapo.py --config-name "$YAML" "${@:2}"
   status=$?
   set -e
   ray stop   # stops this node's Ray only (never pkill: other users' jobs may be running)

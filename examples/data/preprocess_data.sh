@@ -5,8 +5,8 @@
 #   bash examples/data/preprocess_data.sh path/to/my.yaml workers=16 input=./dataset/x.parquet
 #
 # Runs from the repository root, so relative paths in the YAML (./dataset/..., ./model_from_hf/...)
-# and in key=value overrides are relative to it, as in the Ascend suite. Set PYTHON to choose the
-# interpreter. Keys and output files: docs/data.md.
+# and in key=value overrides are relative to it, as in the Ascend suite. The interpreter: $PYTHON,
+# else an active virtualenv, else .venv (examples/python_env.sh). Keys and output files: docs/data.md.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -21,5 +21,5 @@ if [[ -f "${CONFIG}" ]]; then  # a YAML path given relative to the caller's dire
     CONFIG="$(cd "$(dirname "${CONFIG}")" && pwd)/$(basename "${CONFIG}")"
 fi
 cd "${ROOT}"
-export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
-exec "${PYTHON:-python}" cli/preprocess_data.py "${CONFIG}" "$@"
+source "${ROOT}/examples/python_env.sh"  # sets PYTHON
+exec "${PYTHON}" cli/preprocess_data.py "${CONFIG}" "$@"

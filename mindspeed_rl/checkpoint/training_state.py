@@ -9,6 +9,10 @@
     <save>/iter_0000050/trainer_state.pt                            driver: data position,
                                                                      dynamic-sampling counters
 
+Every shard also records ``hf_config``, the Hugging Face config.json of the model as JSON text
+(carried from the loaded checkpoint, which conversion hf -> mg recorded, else read from
+``tokenizer_name_or_path``), so that ``convert_ckpt.py`` mg -> hf needs no ``--hf-config-dir``.
+
 Every rank writes into ``<save>/.tmp_iter_0000050/``; once all ranks are done (the trainer waits for
 every worker) one finalizer per storage domain fsyncs, renames the directory to ``iter_0000050``,
 writes ``trainer_state.pt`` and only then the tracker. A crash at any point leaves the previous
@@ -18,6 +22,7 @@ checkpoint and tracker untouched; a stale ``.tmp_iter_*`` is removed by the next
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -87,6 +92,18 @@ def _fsync_tree(path: Path) -> None:
             os.close(fd)
 
 
+def hf_config_record(loaded: str | None, hf_dir: str | Path) -> str:
+    """The ``hf_config`` a training checkpoint records: the loaded checkpoint's own record when it
+    has one (``load_rank`` returns it), else ``hf_dir``'s config.json, as compact JSON text."""
+    if isinstance(loaded, str):
+        return loaded
+    path = Path(hf_dir) / "config.json"
+    try:
+        return json.dumps(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot be read as JSON ({err})") from err
+
+
 def save_rank(
     actor,
     root: str | Path,
@@ -96,13 +113,16 @@ def save_rank(
     args: dict[str, Any],
     save_optim: bool,
     save_rng: bool,
+    hf_config: str | None = None,
 ) -> Path:
     """This rank's shard into the temporary iteration directory (a collective with the
-    distributed optimizer: every DP rank must call it)."""
+    distributed optimizer: every DP rank must call it). ``hf_config``: ``hf_config_record``."""
     tmp = tmp_iteration_dir(root, iteration)
     path = tmp / mcore_layout.shard_dir_name(*position, layout) / mcore_layout.SHARD_FILE
     model = {k: v for k, v in actor.module.state_dict().items() if not k.endswith("_extra_state")}
     extra: dict[str, Any] = {"args": args, "opt_param_scheduler": actor.scheduler.state_dict()}
+    if hf_config is not None:
+        extra["hf_config"] = hf_config
     if save_optim:
         extra["optimizer"] = actor.optimizer.state_dict()
     if save_rng:
@@ -210,7 +230,8 @@ def load_rank(
     load_rng: bool,
 ) -> dict[str, Any]:
     """Restore the actor of this rank: the model (``load_model``) always, the optimizer / LR
-    schedule and the RNG when asked."""
+    schedule and the RNG when asked. Returns the iteration and the shard's ``hf_config`` record
+    (None when it has none)."""
     payload = load_model(actor.module, root, iteration, layout, position)
     path = Path(payload["path"])
     if load_optim:
@@ -229,7 +250,7 @@ def load_rank(
         if "rng_state" not in payload:
             raise ValueError(f"{path}: saved without RNG state; set no_load_rng: true")
         set_rng_state(payload["rng_state"][0])
-    return {"iteration": payload["iteration"]}
+    return {"iteration": payload["iteration"], "hf_config": payload.get("hf_config")}
 
 
 def load_trainer_state(root: str | Path, iteration: int) -> dict[str, Any]:

@@ -19,20 +19,26 @@ Writes are atomic: every file is first written under a temporary name in the out
 flushed to disk, and renamed into place only after all keys are complete. A crash before that
 leaves earlier files untouched and nothing under the final names (only ``.*.tmp`` files); the old
 ``.idx`` files are all removed before the first rename, so a crash during the renames leaves keys
-without an index (a loud error when read), never an old index next to new data.
+without an index (a loud error when read), never an old index next to new data. Temporary files
+are named ``.<prefix>_packed_<key>_document.<pid>.<random>.{bin,idx}.tmp``; those of a process that
+no longer runs (a SIGKILLed run) are removed by the next run into the same prefix, which says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import os
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 TOKEN_DTYPE = np.int32  # what the Ascend suite writes; ids of 150k-vocabulary tokenizers fit
 TEXT_DTYPE = np.uint8
@@ -49,6 +55,40 @@ def packed_path_prefix(output_prefix: str | Path, key: str) -> str:
 def text_key(key: str) -> str:
     """Name of the key holding the exact UTF-8 text of ``key``."""
     return key + TEXT_KEY_SUFFIX
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temp_files(output_prefix: str | Path) -> list[Path]:
+    """Delete the temporary files that writers into ``output_prefix`` left when they were killed
+    (their pid no longer runs); files of a writer that still runs are kept. Returns those removed.
+    Only this prefix's: another prefix's ``<name>_packed_...`` files never match."""
+    prefix = Path(output_prefix)
+    pattern = re.compile(
+        rf"\.{re.escape(prefix.name)}_packed_(?:(?!_packed_).)+_document\.(\d+)\.[0-9a-f]{{8}}"
+        r"\.(?:bin|idx)\.tmp"
+    )
+    removed = []
+    for path in sorted(prefix.parent.glob(f".{glob.escape(prefix.name)}_packed_*.tmp")):
+        match = pattern.fullmatch(path.name)
+        if match and not _pid_alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    if removed:
+        logger.info(
+            "removed %d temporary file(s) of an interrupted run into %s: %s",
+            len(removed), output_prefix, ", ".join(p.name for p in removed),
+        )  # fmt: skip
+    return removed
 
 
 class PackedDatasetWriter:
@@ -73,6 +113,7 @@ class PackedDatasetWriter:
         self._dtypes.update({key: TEXT_DTYPE for key in text_keys})
         directory = Path(self.output_prefix).parent
         directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.output_prefix)
         self._temp_bins: dict[str, str] = {}
         self._builders: dict[str, Any] = {}
         self._committed = False

@@ -1,8 +1,9 @@
 """Wire a DAPO run: Ray, the worker group, data, rewards, metrics; then ``fit()``.
 
-Joins a running Ray cluster (``ray start`` on the nodes, as the launch scripts do) when there is
-one, else starts a local one. On CPU the local cluster registers one ``cpu_slot`` per worker and a
-logical CPU count above the cores, so that reward processes and the driver never starve.
+Joins the Ray cluster the user asked for (``RAY_ADDRESS``, which the launch scripts export after
+``ray start``), else starts a private local one, never another user's (``platform.ray_cluster``).
+On CPU the local cluster registers one ``cpu_slot`` per worker and a logical CPU count above the
+cores, so that reward processes and the driver never starve.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-
-import ray
 
 from mindspeed_rl.config.schema import RunConfig
 from mindspeed_rl.platform.device import device_type, ray_resource_name
@@ -27,27 +26,12 @@ class RunResult:
 
 
 def _init_ray(world_size: int) -> bool:
-    """Connect to a running cluster, or start a local one; True if we started it."""
-    if ray.is_initialized():
-        return False
+    """The cluster the user chose, else a local one (``platform.ray_cluster``); True if started."""
+    from mindspeed_rl.platform.ray_cluster import init_ray
+
     env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
-        return False
-    try:
-        ray.init(address="auto", runtime_env=env, log_to_driver=True)
-        return False
-    except ConnectionError:
-        pass
     resources = {ray_resource_name(): world_size} if device_type() == "cpu" else None
-    ray.init(
-        num_cpus=max(os.cpu_count() or 1, world_size) + 4,
-        resources=resources,
-        runtime_env=env,
-        include_dashboard=False,
-        log_to_driver=True,
-    )
-    return True
+    return init_ray(env, max(os.cpu_count() or 1, world_size) + 4, resources)
 
 
 def check_paths(config: RunConfig) -> None:
@@ -98,6 +82,7 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     from mindspeed_rl.checkpoint.training_state import load_trainer_state, resolve_iteration
     from mindspeed_rl.data.prompt_dataset import PromptDataset
     from mindspeed_rl.data.prompt_loader import PromptDataLoader
+    from mindspeed_rl.platform.expected_warnings import fallback_note
     from mindspeed_rl.platform.jemalloc import check_host_allocator
     from mindspeed_rl.rewards.scoring import RewardScorer
     from mindspeed_rl.trainer.dapo_trainer import DAPOTrainer
@@ -119,6 +104,9 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
         resume_state = load_trainer_state(actor.load, iteration)
     world = rl.actor_resource.num_npus
     check_host_allocator()
+    note = fallback_note()
+    if note:
+        logger.info(note)
     tokenizer = transformers.AutoTokenizer.from_pretrained(actor.tokenizer_name_or_path)
     keys = list(dict.fromkeys(["labels", *actor.dataset_additional_keys]))
     train = PromptDataset(actor.data_path, actor.split, "train", keys, tokenizer)
@@ -179,4 +167,6 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
         if workers is not None:
             workers.shutdown()
         if started_ray:
-            ray.shutdown()
+            from mindspeed_rl.platform.ray_cluster import shutdown_local
+
+            shutdown_local()

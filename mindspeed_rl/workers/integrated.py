@@ -102,6 +102,7 @@ class IntegratedWorker:
             config.model, actor_cfg, rl, self.layout, total_optimizer_steps, dtype,
             temperature=gen.sampling_config.temperature, initialize=actor_cfg.load is None,
         )  # fmt: skip
+        recorded = None  # the loaded checkpoint's hf_config record, carried into every save
         if actor_cfg.load is not None:
             # finetune: the weights of the latest checkpoint (or 'release'), iteration 0;
             # resume: everything of the given iteration (docs/resume.md)
@@ -109,15 +110,19 @@ class IntegratedWorker:
             from mindspeed_rl.checkpoint.training_state import load_rank
 
             full = resume is not None
-            load_rank(
+            recorded = load_rank(
                 self.actor, actor_cfg.load,
                 resume["iteration"] if full else read_tracker(actor_cfg.load),
                 self._shard_layout(), self._shard_position(),
                 load_optim=full and not actor_cfg.no_load_optim,
                 load_rng=full and not actor_cfg.no_load_rng,
-            )  # fmt: skip
+            )["hf_config"]  # fmt: skip
             if full:
                 self.actor_version = resume["actor_version"]
+        from mindspeed_rl.checkpoint.training_state import hf_config_record
+
+        # what every checkpoint of this run records, so that mg -> hf needs no --hf-config-dir
+        self.hf_config_json = hf_config_record(recorded, hf_dir)
         self.mapping = WeightMapping(self.actor.model_config, hf_config.vocab_size, self.layout)
         self.offloader = TrainStateOffloader(
             self.actor.model,
@@ -192,7 +197,7 @@ class IntegratedWorker:
         path = save_rank(
             self.actor, root, iteration, self._shard_layout(), self._shard_position(),
             self.config.model_dump(mode="json"), save_optim=not actor_cfg.no_save_optim,
-            save_rng=not actor_cfg.no_save_rng,
+            save_rng=not actor_cfg.no_save_rng, hf_config=self.hf_config_json,
         )  # fmt: skip
         return str(path)
 

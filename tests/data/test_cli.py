@@ -92,3 +92,15 @@ def test_killed_run_leaves_no_file_under_the_final_names(tokenizer_dir, tmp_path
     assert process.returncode == -9
     names = [p.name for p in out.iterdir()]
     assert names and all(name.startswith(".") and name.endswith(".tmp") for name in names)
+    # the next run into the same prefix removes the killed run's temporary files and says so
+    small = write_parquet(tmp_path / "small.parquet", [dapo_row(i) for i in range(20)])
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "cli" / "preprocess_data.py"), str(yaml), f"input={small}"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    said = [
+        line for line in again.stderr.splitlines() if "temporary file(s) of an interrupted" in line
+    ]
+    assert len(said) == 1 and all(name in said[0] for name in names), again.stderr
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]

@@ -5,6 +5,7 @@ Marked megatron_smoke: CI also runs these against megatron-core 0.12.x (the Asce
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,26 @@ def test_files_written_the_ascend_way_load_as_prompts(tokenizer, tmp_path: Path)
     assert [dataset[i].ground_truth for i in range(2)] == truths
     assert dataset[1].input_ids.tolist() == tokenizer.encode(prompts[1], add_special_tokens=False)
     assert dataset[1].input_ids.dtype == np.int64
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from mindspeed_rl.data.indexed_io import remove_stale_temp_files
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    names = {
+        "stale": f".data_packed_input_ids_document.{dead}.0123abcd.bin.tmp",
+        "stale_idx": f".data_packed_labels_document.{dead}.0123abcd.idx.tmp",
+        "running": f".data_packed_input_ids_document.{os.getpid()}.0123abcd.bin.tmp",
+        "other_prefix": f".data_packed_x_packed_input_ids_document.{dead}.0123abcd.bin.tmp",
+        "final": "data_packed_input_ids_document.bin",
+    }
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x")
+    removed = remove_stale_temp_files(tmp_path / "data")
+    assert sorted(p.name for p in removed) == sorted([names["stale"], names["stale_idx"]])
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {names["running"], names["other_prefix"], names["final"]}

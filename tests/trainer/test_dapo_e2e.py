@@ -1,7 +1,9 @@
 """End-to-end DAPO on CPU through Ray: invariants, a simulated 2-node cluster, a dying worker.
 
 The assets (tiny model, its Megatron checkpoint, the preprocessed task) are built once per module
-with the quickstart's own pipeline; each run trains 3 iterations.
+with the quickstart's own pipeline; each run trains 3 iterations. The first run trains beside
+another Ray cluster on the machine (as on a shared host) and saves its last iteration, which is
+then converted to Hugging Face without ``--hf-config-dir``.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -38,17 +44,50 @@ def _config(assets, *extra):
     return training_config(assets, ITERATIONS, *extra)
 
 
-def test_three_iterations_keep_the_dapo_invariants(assets):
-    # shuffled mini-batches: the actor's old log-probs of the shuffled rows must still match the
-    # rollout's, so every row kept its own tokens, masks and log-probs
-    # and the profiler records iteration 2 on rank 1 only
+_FOREIGN = """
+import sys, ray
+ray.init(address="local", num_cpus=1, include_dashboard=False, _temp_dir=sys.argv[1])
+print(ray.get_runtime_context().get_node_id(), flush=True)
+sys.stdin.read()  # until the test closes it
+ray.shutdown()
+"""
+
+
+@pytest.fixture(scope="module")
+def foreign_cluster():
+    """Another user's cluster on this machine: found by ``address="auto"``, not ours to join."""
+    temp_dir = tempfile.mkdtemp(prefix="rayf")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _FOREIGN, temp_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        env=env, text=True,
+    )  # fmt: skip
+    node_id = proc.stdout.readline().strip()
+    yield proc, node_id
+    proc.stdin.close()
+    proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def trained(assets, foreign_cluster, tmp_path_factory):
+    """One 3-iteration run beside the foreign cluster, saving its last iteration. Shuffled
+    mini-batches: the actor's old log-probs of the shuffled rows must still match the rollout's,
+    so every row kept its own tokens, masks and log-probs; the profiler records iteration 2 on
+    rank 1 only."""
+    save = tmp_path_factory.mktemp("trained") / "ckpt"
     traces = assets[1] / "profiling"
     config = _config(
-        assets, "rl_config.shuffle_mini_batch=true", "profiler.enable=true",
+        assets, f"actor_config.save={save}", f"megatron_training.save_interval={ITERATIONS}",
+        "rl_config.shuffle_mini_batch=true", "profiler.enable=true",
         f"profiler.save_path={traces}", "profiler.ranks=[1]", "profiler.start_iteration=2",
         "profiler.end_iteration=2",
     )  # fmt: skip
-    result = run_training(config, log_dir=str(assets[1] / "logs"))
+    return config, run_training(config, log_dir=str(assets[1] / "logs")), save
+
+
+def test_three_iterations_keep_the_dapo_invariants(assets, trained):
+    config, result, _ = trained
+    traces = assets[1] / "profiling"
     assert [p.name for p in traces.iterdir()] == ["rank1_iter2-2.pt.trace.json"]
     events = json.loads((traces / "rank1_iter2-2.pt.trace.json").read_text())["traceEvents"]
     assert any(e.get("name") == "aten::mm" for e in events)
@@ -69,6 +108,26 @@ def test_three_iterations_keep_the_dapo_invariants(assets):
         assert metrics["memory/update_gib"] > 0 and metrics["memory/generate_gib"] > 0
     lines = (assets[1] / "logs" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3]
+
+
+def test_a_run_beside_another_cluster_trains_on_its_own(trained, foreign_cluster):
+    _, result, _ = trained
+    proc, foreign_node = foreign_cluster
+    assert len(result.history) == ITERATIONS
+    assert foreign_node and {i["node_id"] for i in result.worker_info}.isdisjoint({foreign_node})
+    assert proc.poll() is None, "the other cluster is left running"
+
+
+def test_a_trained_checkpoint_converts_to_hf_without_hf_config_dir(assets, trained, tmp_path):
+    from cli.convert_ckpt import main as convert
+
+    _, _, save = trained
+    out = tmp_path / "hf"
+    args = ["--load-model-type", "mg", "--save-model-type", "hf", "--load-dir", str(save),
+            "--save-dir", str(out), "--verify", "--verify-tolerance", "1e-4"]  # fmt: skip
+    assert convert(args) == 0
+    original = json.loads((Path(assets[0]["hf"]) / "config.json").read_text())
+    assert json.loads((out / "config.json").read_text()) == original
 
 
 def test_two_node_cluster_places_one_worker_per_node(assets):

@@ -27,8 +27,6 @@ READ_BY_NAME = {
     # platform/megatron_setup.py hands the actor config's model_dump() to MindSpeed on NPU and
     # logs them as ignored elsewhere, by these names
     **{key: "MINDSPEED_FUSION_KEYS" for key in MINDSPEED_FUSION_KEYS},
-    # the builder uses num_query_groups; config/checks.py holds this flag to it
-    "group_query_attention": "config/checks.py",
 }
 
 

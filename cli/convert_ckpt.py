@@ -202,7 +202,9 @@ def _verify(args: argparse.Namespace, mcore_dir: Path, hf_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
 
     def run() -> int:
         _check_args(args)

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--debug", action="store_true", help="print tracebacks of errors too")
     args = parser.parse_args(argv)
+    # force: an in-process caller (the tests) may have bound the root logger to another stream
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     logging.getLogger("megatron").setLevel(logging.WARNING)
 

@@ -58,8 +58,9 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     from mindspeed_rl.trainer.launch import run_training
 
+    # force: an in-process caller (the tests) may have bound the root logger to another stream
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     logging.getLogger("megatron").setLevel(logging.WARNING)
     run_training(config, log_dir=args.log_dir)

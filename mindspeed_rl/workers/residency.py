@@ -8,7 +8,7 @@ Each operation of the integrated worker runs in a phase that names what must be 
 | sync       | params                      | weights               |
 | generate   | nothing                     | weights, KV cache     |
 | log_prob   | params                      | nothing               |
-| save       | params, grads, optimizer    | nothing               |
+| save       | params, optimizer           | nothing               |
 
 Entering a phase first releases what it does not need (the engine sleeps, actor groups are
 offloaded), then restores what it needs, actor before engine, weights before the KV cache: one
@@ -39,7 +39,7 @@ PHASES = {
         Phase("sync", frozenset({"params"}), ("weights",)),
         Phase("generate", frozenset(), ("weights", "kv_cache")),
         Phase("log_prob", frozenset({"params"}), ()),
-        Phase("save", frozenset(ACTOR_GROUPS), ()),
+        Phase("save", frozenset({"params", "optimizer"}), ()),
         # before the engine exists: it is created with the training state off the device
         Phase("engine_init", frozenset(), ()),
     )

@@ -28,14 +28,13 @@ Details: docs/checkpoint_conversion.md.
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mindspeed_rl.cli_errors import debug_enabled, run_reporting_errors  # noqa: E402
+from mindspeed_rl.cli_errors import configure_logging, debug_enabled, run_reporting_errors  # noqa: E402
 from mindspeed_rl.models.registry import CLI_NAMES, architecture_for_cli  # noqa: E402
 
 EXIT_OK, EXIT_MISMATCH, EXIT_INPUT = 0, 1, 2
@@ -202,9 +201,7 @@ def _verify(args: argparse.Namespace, mcore_dir: Path, hf_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
+    configure_logging("%(levelname)s %(name)s: %(message)s")
 
     def run() -> int:
         _check_args(args)

@@ -12,10 +12,14 @@ override YAML keys (values parsed as YAML). Keys and output files: docs/data.md.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from mindspeed_rl.cli_errors import EXIT_INPUT, debug_enabled, run_reporting_errors
+from mindspeed_rl.cli_errors import (
+    EXIT_INPUT,
+    configure_logging,
+    debug_enabled,
+    run_reporting_errors,
+)
 from mindspeed_rl.data.preprocess import preprocess_dataset
 from mindspeed_rl.data.preprocess_config import load_preprocess_config
 
@@ -29,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override YAML keys")
     parser.add_argument("--debug", action="store_true", help="print tracebacks of errors too")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    configure_logging()
 
     def run() -> int:
         preprocess_dataset(load_preprocess_config(args.config, args.overrides))

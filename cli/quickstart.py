@@ -20,6 +20,7 @@ from mindspeed_rl.algorithms.dynamic_sampling import DynamicSamplingError  # noq
 from mindspeed_rl.cli_errors import (  # noqa: E402
     EXIT_FAILED,
     EXIT_INPUT,
+    configure_logging,
     debug_enabled,
     print_config_error,
     run_reporting_errors,
@@ -51,10 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--debug", action="store_true", help="print tracebacks of errors too")
     args = parser.parse_args(argv)
-    # force: an in-process caller (the tests) may have bound the root logger to another stream
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    configure_logging()
     logging.getLogger("megatron").setLevel(logging.WARNING)
 
     def run() -> int:

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mindspeed_rl.cli_errors import (  # noqa: E402
     EXIT_FAILED,
     EXIT_INPUT,
+    configure_logging,
     debug_enabled,
     print_config_error,
     run_reporting_errors,
@@ -58,10 +59,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     from mindspeed_rl.trainer.launch import run_training
 
-    # force: an in-process caller (the tests) may have bound the root logger to another stream
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    configure_logging()
     logging.getLogger("megatron").setLevel(logging.WARNING)
     run_training(config, log_dir=args.log_dir)
     return 0

@@ -12,6 +12,7 @@ import it before their work starts.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -22,6 +23,29 @@ DEBUG_ENV = "MINDSPEED_RL_DEBUG"
 
 # (exception types, exit status, prefix of the message)
 Handler = tuple[type[BaseException] | tuple[type[BaseException], ...], int, str]
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record is emitted, not when the handler was made:
+    a command called in-process after another (the tests) never logs into a closed stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def configure_logging(fmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
+    """INFO to stderr, once per process; handlers someone else installed are left alone."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter(fmt))
+        root.addHandler(handler)
 
 
 def debug_enabled(flag: bool = False) -> bool:

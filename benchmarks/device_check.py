@@ -48,8 +48,8 @@ def _assets(workdir: Path, smoke: bool):
     from mindspeed_rl.models.hf_config import hf_config_dict
     from mindspeed_rl.trainer.config_entry import load_run_config
 
-    base = load_run_config("quickstart_cpu")
-    model = base.model if smoke else base.model.model_copy(update=HALF_B)
+    base = load_run_config("quickstart_cpu").model
+    model = base if smoke else base.model_copy(update=HALF_B)
     corpus = [f"{a} + {b} = {a + b}" for a in range(40) for b in range(40)]
     tok_dir = build_toy_tokenizer(workdir / "tokenizer", corpus, vocab_size=400)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tok_dir))
@@ -61,13 +61,13 @@ def _assets(workdir: Path, smoke: bool):
         **{k: v for k, v in raw.items() if k != "architectures"}
     ).save_pretrained(hf_dir)
     tokenizer.save_pretrained(str(hf_dir))
-    return base, model, hf_dir
+    return model, hf_dir
 
 
 PROMPT_TOKENS = 16
 
 
-def _config(base, model, hf_dir: Path, offload: bool, smoke: bool, samples: int, new_tokens: int):
+def _config(model, hf_dir: Path, offload: bool, smoke: bool, samples: int, new_tokens: int):
     from mindspeed_rl.trainer.config_entry import load_run_config
 
     config = load_run_config(
@@ -193,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {kind}" + (f" ({torch.cuda.get_device_name()})" if kind == "cuda" else ""))
     report: dict = {"device": kind, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        base, model, hf_dir = _assets(Path(tmp), args.smoke)
+        model, hf_dir = _assets(Path(tmp), args.smoke)
         for offload in (True, False):
-            config = _config(base, model, hf_dir, offload, args.smoke, sizes[1], sizes[2])
+            config = _config(model, hf_dir, offload, args.smoke, sizes[1], sizes[2])
             result = one_iteration(config, *sizes)
             name = "offload on" if offload else "offload off"
             report["runs"][name] = result

@@ -53,6 +53,7 @@ class HFRolloutEngine:
         self.kv_cache_bytes = 0  # measured: the largest cache of the last generate call
         self._stash = StorageStash(pin_memory=False)  # releases without copies only
         self._unfilled = False  # weights re-grown by wake_up and not yet loaded
+        self._weights = unique_storages(self.model.parameters())
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: torch.dtype = torch.float32, **kwargs):
@@ -104,14 +105,11 @@ class HFRolloutEngine:
         self.weight_version = version
         return loaded
 
-    def _weight_storages(self):
-        return unique_storages(self.model.parameters())
-
     def sleep(self) -> None:
         """Release the weights' device storage (no copy) and the allocator's cache."""
         from mindspeed_rl.platform.device import empty_cache
 
-        self._stash.release(self._weight_storages(), keep=False)
+        self._stash.release(self._weights, keep=False)
         self.awake.clear()
         empty_cache()
 
@@ -120,12 +118,12 @@ class HFRolloutEngine:
         ``load_weights``) and allow generation (``kv_cache``: allocated per call)."""
         wanted = wake_tags(tags)
         if "weights" in wanted and "weights" not in self.awake:
-            self._unfilled = self._stash.restore(self._weight_storages()) > 0
+            self._unfilled = self._stash.restore(self._weights) > 0
         self.awake |= wanted
 
     def resident_bytes(self) -> dict[str, int]:
         return {
-            "engine_weights": resident_bytes(self._weight_storages()),
+            "engine_weights": resident_bytes(self._weights),
             # the cache lives inside generate(); while awake, its peak of the last call
             "kv_cache": self.kv_cache_bytes if "kv_cache" in self.awake else 0,
         }

@@ -118,12 +118,10 @@ def predicted_bytes(config: RunConfig) -> dict[str, float]:
         kv_cache = 4 * 2 * layers * groups * head_dim * gen.max_num_seqs * gen.max_model_len
     else:
         kv_cache = max(gen.gpu_memory_utilization * device - engine, 0.0)
-    uses_reference = rl.use_kl_loss
     return {
         "actor_params": param_bytes * (dense + experts),
         "actor_grads": 4 * (dense + experts),
         "actor_optimizer": optimizer,
-        "reference": param_bytes * (dense + experts) if uses_reference else 0.0,
         "engine_weights": engine,
         "kv_cache": kv_cache,
     }

@@ -81,19 +81,23 @@ class TrainStateOffloader:
         self.enabled = {"params": params, "grads": grads, "optimizer": optimizer_state}
         self.stash = StorageStash(is_accelerator() if pin_memory is None else pin_memory)
         self.resident = dict.fromkeys(GROUPS, True)
+        # fixed once DDP has built its buffers; Adam's state appears at the first step, so the
+        # optimizer group is found anew each time
+        self._fixed = {
+            "params": unique_storages(ddp_model.parameters()),
+            "grads": unique_storages(b.grad_data for b in _ddp_buffers(ddp_model)),
+        }
+        self._fixed_keys = {storage_key(s) for group in self._fixed.values() for s in group}
 
     # --- which storages belong to which group --------------------------------------------------
 
     def storages(self, group: str) -> list[torch.UntypedStorage]:
-        """The storages of ``group``, recomputed each call (Adam's state appears at the first
-        step). A storage belongs to one group only: params first, then grads."""
-        if group == "params":
-            return unique_storages(self.model.parameters())
-        if group == "grads":
-            return unique_storages(b.grad_data for b in _ddp_buffers(self.model))
-        taken = {storage_key(s) for g in ("params", "grads") for s in self.storages(g)}
+        """The storages of ``group``. A storage belongs to one group only: params first, then
+        grads, then the optimizer's (fp32 shard main params of fp32 models are params)."""
+        if group in self._fixed:
+            return self._fixed[group]
         tensors = _optimizer_state_tensors(self.optimizer) + _main_params(self.optimizer)
-        return [s for s in unique_storages(tensors) if storage_key(s) not in taken]
+        return [s for s in unique_storages(tensors) if storage_key(s) not in self._fixed_keys]
 
     def resident_bytes(self) -> dict[str, int]:
         """Device bytes each group holds now (0 while released)."""

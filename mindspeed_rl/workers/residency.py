@@ -50,7 +50,6 @@ CATEGORIES = (
     "actor_params",
     "actor_grads",
     "actor_optimizer",
-    "reference",
     "engine_weights",
     "kv_cache",
 )
@@ -85,7 +84,7 @@ class MemoryLedger:
         self.entries: list[LedgerEntry] = []
         self.limit = limit  # keep the last entries only: one per phase transition
 
-    def record(self, phase: str, offloader, engine, reference_bytes: int | None = None) -> None:
+    def record(self, phase: str, offloader, engine) -> None:
         from mindspeed_rl.platform.device import is_accelerator, memory_stats
 
         actor = offloader.resident_bytes()
@@ -93,7 +92,6 @@ class MemoryLedger:
             "actor_params": actor["params"],
             "actor_grads": actor["grads"],
             "actor_optimizer": actor["optimizer"],
-            "reference": reference_bytes,
             "engine_weights": 0,
             "kv_cache": 0,
         }

@@ -238,6 +238,7 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
             f"model.{actor.model}.moe_router_topk",
             f"{model.moe_router_topk} exceeds num_experts = {model.num_experts}",
         )
+    problems.extend(kl_problems(config, where))
     if rl.use_wandb and not rl.wandb_project:
         report("rl_config.wandb_project", "required with use_wandb")
     profiler = config.profiler
@@ -250,4 +251,63 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
             f"{outside} are not ranks of this run; valid: 0..{devices - 1} "
             "(rl_config.actor_resource.num_npus)",
         )
+    return problems
+
+
+def kl_problems(config: RunConfig, where: Callable[[str], str]) -> list[Problem]:
+    """The KL term and its reference model (docs/kl.md)."""
+    from pathlib import Path
+
+    rl, actor = config.rl_config, config.actor
+    problems: list[Problem] = []
+
+    def report(key: str, message: str) -> None:
+        problems.append(Problem(where(key), key, message))
+
+    kl_on = rl.use_kl_loss or rl.use_kl_in_reward
+    if not kl_on:
+        # keys that only configure a KL term: set without one, the YAML expects a KL that is not
+        # there (init_kl_coef / kl_penalty are accepted: the Ascend suite's DAPO YAMLs carry them)
+        explicit = rl.model_fields_set
+        for key in ("kl_target", "kl_horizon", "ref_forward_micro_batch_size"):
+            if key in explicit and getattr(rl, key) is not None:
+                report(
+                    f"rl_config.{key}",
+                    "has no effect: neither use_kl_loss nor use_kl_in_reward is on",
+                )
+        if rl.kl_ctrl_type == "adaptive":
+            report(
+                "rl_config.kl_ctrl_type",
+                "adaptive has no effect: neither use_kl_loss nor use_kl_in_reward is on",
+            )
+        return problems
+    if rl.kl_ctrl_type == "adaptive":
+        for key in ("kl_target", "kl_horizon"):
+            if getattr(rl, key) is None:
+                report(f"rl_config.{key}", "required with kl_ctrl_type: adaptive")
+    else:
+        for key in ("kl_target", "kl_horizon"):
+            if getattr(rl, key) is not None:
+                report(f"rl_config.{key}", "is read only with kl_ctrl_type: adaptive")
+    if rl.init_kl_coef == 0:
+        report(
+            "rl_config.init_kl_coef",
+            "0 makes the KL term zero for the whole run (adaptive control multiplies it); set a "
+            "positive coefficient or turn use_kl_loss / use_kl_in_reward off",
+        )
+    ref_key = "rl_config.integrated_mode_config.ref_model_load_path"
+    ref = rl.integrated_mode_config.ref_model_load_path
+    if ref is None and not actor.finetune:
+        report(
+            ref_key,
+            "required to resume (finetune: false) with a KL term: actor_config.load is the run's "
+            "own checkpoint; point it at the original weights",
+        )
+    elif ref is None and actor.load is None:
+        report(
+            ref_key,
+            "a KL term needs reference weights: set it or actor_config.load (converted weights)",
+        )
+    elif ref is not None and not Path(ref).is_dir():
+        report(ref_key, f"{ref}: directory not found")
     return problems

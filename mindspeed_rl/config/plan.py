@@ -27,6 +27,8 @@ class RunPlan:
     rollout_engines: int
     dynamic_sampling: str
     kl_loss: bool
+    kl_in_reward: bool
+    reference_model: str
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -63,4 +65,20 @@ def make_plan(config: RunConfig) -> RunPlan:
         rollout_engines=rl.actor_resource.num_npus // gen.infer_tensor_parallel_size,
         dynamic_sampling=dynamic,
         kl_loss=rl.use_kl_loss,
+        kl_in_reward=rl.use_kl_in_reward,
+        reference_model=_reference(config),
     )
+
+
+def _reference(config: RunConfig) -> str:
+    rl, actor = config.rl_config, config.actor
+    if not (rl.use_kl_loss or rl.use_kl_in_reward):
+        return "not built (no KL term)"
+    path = rl.integrated_mode_config.ref_model_load_path or actor.load
+    coef = f"{rl.init_kl_coef} ({rl.kl_ctrl_type}"
+    coef += (
+        f", target {rl.kl_target}, horizon {rl.kl_horizon})"
+        if rl.kl_ctrl_type == "adaptive"
+        else ")"
+    )
+    return f"{path}, {rl.kl_penalty}, coefficient {coef}"

@@ -124,6 +124,14 @@ class ActorResource(Section):
     num_npus: int = _f(..., "Devices for the actor (NPUs, GPUs, or CPU processes).", gt=0)
 
 
+class IntegratedModeConfig(Section):
+    ref_model_load_path: str | None = _f(
+        None,
+        "Megatron checkpoint of the reference model (default: actor_config.load when it starts "
+        "from converted weights; required to resume a run with KL).",
+    )
+
+
 class RLConfig(Section):
     """``rl_config``: the DAPO algorithm and its orchestration."""
 
@@ -154,11 +162,28 @@ class RLConfig(Section):
         None, "Explicit aggregation; default follows token_level_loss."
     )
     use_kl_loss: bool = _f(False, "Add a KL loss against the reference model (off in DAPO).")
-    kl_penalty: Literal["kl", "abs", "mse", "low_var_kl", "k1", "k2", "k3"] = _f(
-        "low_var_kl", "KL estimator for use_kl_loss."
+    use_kl_in_reward: bool = _f(
+        False, "Subtract the per-token KL to the reference from the rewards (off in DAPO)."
     )
-    init_kl_coef: float = _f(0.01, "KL loss coefficient (only with use_kl_loss).", ge=0)
-    kl_ctrl_type: Literal["fixed"] = _f("fixed", "KL coefficient control.")
+    kl_penalty: Literal["kl", "abs", "mse", "low_var_kl", "k1", "k2", "k3"] = _f(
+        "low_var_kl", "KL estimator of use_kl_loss and use_kl_in_reward."
+    )
+    init_kl_coef: float = _f(
+        0.01, "KL coefficient (its start value with kl_ctrl_type adaptive).", ge=0
+    )
+    kl_ctrl_type: Literal["fixed", "adaptive"] = _f(
+        "fixed", "KL coefficient control: fixed, or adaptive towards kl_target."
+    )
+    kl_target: float | None = _f(None, "Adaptive control: the KL aimed at (per token).", gt=0)
+    kl_horizon: int | None = _f(
+        None, "Adaptive control: samples over which the coefficient moves by at most 20%.", gt=0
+    )
+    ref_forward_micro_batch_size: int | None = _f(
+        None, "Micro-batch of the reference log-prob pass (default: the actor's).", gt=0
+    )
+    integrated_mode_config: IntegratedModeConfig = _f(
+        IntegratedModeConfig(), "The reference model's weights (built only with a KL term)."
+    )
     rule_reward: Literal[True] = _f(True, "Rewards from rule verifiers (the only kind).")
     verifier_function: list[str] = _f(["acc_for_dapo"], "Rule verifiers by name.")
     verifier_weight: list[float] = _f([1.0], "One weight per verifier.")

@@ -50,18 +50,12 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
         "max_packing_token_size": (None,),
         "dynamic_max_batch_size": (None,),
         "use_dp_batch_balance": _OFF,
-        "kl_horizon": (None,),
-        "kl_target": (None,),
-        "use_kl_in_reward": _OFF,
         "use_swanlab": _OFF,
         "partial_rollout_max_split": (None, 1),
         "actor_logprob_dispatch_size": (None,),
         "actor_update_dispatch_size": (None,),
         "adv_dispatch_size": (None,),
         "guarantee_order": _OFF,
-        # the reference model is not built by this version (DAPO is KL-free)
-        "ref_forward_micro_batch_size": (None,),
-        "integrated_mode_config": (None, {}, {"ref_model_load_path": None}),
         # GAE's: group_norm advantages (the only estimator) use neither
         "gamma": (None, 1, 1.0),
         "lam": (None, 0.95),

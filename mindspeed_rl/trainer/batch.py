@@ -105,12 +105,12 @@ def megatron_rows(batch: TensorDict, pad_token_id: int) -> MegatronRows:
 
 def update_batch(batch: TensorDict, index: torch.Tensor, rows: MegatronRows) -> UpdateBatch:
     """One DP rank's ``UpdateBatch`` (rows ``index`` of the batch)."""
-    old = batch.get("old_log_probs", None)
+    old, ref = batch.get("old_log_probs", None), batch.get("ref_log_probs", None)
     return UpdateBatch(
         rows.select(index),
         batch["loss_mask"][index],
         batch["advantages"][index],
         old[index] if old is not None else None,
         batch["rollout_log_probs"][index],
-        None,
+        ref[index] if ref is not None else None,
     )

@@ -6,8 +6,9 @@ One iteration::
 
     generate n samples per prompt -> rule rewards (+ overlong penalty) -> keep groups whose
     filter metric varies (repeat until filter_groups_train_batch_size prompts) -> group-norm
-    advantages -> old log-probs (skipped when on-policy) -> actor update (mini-batches x epochs)
-    -> weight sync -> metrics -> validation
+    advantages -> old log-probs (skipped when on-policy) -> reference log-probs and the KL in
+    the reward (only with a KL term) -> actor update (mini-batches x epochs) -> weight sync ->
+    metrics -> validation
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from mindspeed_rl.algorithms.advantages import broadcast_to_tokens, group_norm_advantages
 from mindspeed_rl.algorithms.dynamic_sampling import DynamicSampler, filter_zero_variance_groups
+from mindspeed_rl.algorithms.kl_control import KLController, kl_penalised_scores
 from mindspeed_rl.algorithms.overlong import filter_overlong, overlong_penalty, truncated_responses
 from mindspeed_rl.config.schema import RunConfig
 from mindspeed_rl.data.prompt_dataset import PromptBatch
@@ -36,6 +38,7 @@ from mindspeed_rl.trainer import batch as batch_ops
 from mindspeed_rl.trainer.metrics import MetricsSink, non_finite
 from mindspeed_rl.trainer.profiling import IterationProfiler
 from mindspeed_rl.workers.group import WorkerGroup
+from mindspeed_rl.workers.reference import needs_reference
 from mindspeed_rl.workers.timing import Timer
 
 logger = logging.getLogger(__name__)
@@ -82,6 +85,8 @@ class DAPOTrainer:
             if rl.filter_groups_enable
             else None
         )
+        # the KL coefficient (fixed or adaptive); None: no KL term and no reference model
+        self.kl_ctrl = KLController.from_config(rl) if needs_reference(rl) else None
         self.history: list[dict[str, float]] = []
         self.actor_version = 0  # optimizer updates the engines' weights reflect
         # dataset indices of the prompts generated for, per iteration (resume checks use them)
@@ -217,28 +222,53 @@ class DAPOTrainer:
 
     def prepare_update(self, batch: TensorDict) -> None:
         rl = self.config.rl_config
-        uids = batch.get("uid").tolist()
-        advantages = group_norm_advantages(batch["score"], uids, rl.norm_adv_by_std)
         loss_mask = batch["response_mask"]
         if rl.overlong_filtering:
             loss_mask = filter_overlong(loss_mask, batch["truncated"].bool())
         batch.set("loss_mask", loss_mask)
-        batch.set("advantages", broadcast_to_tokens(advantages, loss_mask))
+        self._set_advantages(batch, batch["score"])
 
-    def old_log_probs(self, batch: TensorDict, rows, order: list[torch.Tensor]) -> torch.Tensor:
-        mbs = (
-            self.config.rl_config.actor_forward_micro_batch_size
-            or self.config.actor.micro_batch_size
-        )
+    def _set_advantages(self, batch: TensorDict, scores: torch.Tensor) -> None:
+        rl = self.config.rl_config
+        advantages = group_norm_advantages(scores, batch.get("uid").tolist(), rl.norm_adv_by_std)
+        batch.set("advantages", broadcast_to_tokens(advantages, batch["loss_mask"]))
+
+    def log_probs(
+        self, method: str, micro_batch_size: int | None, batch: TensorDict, rows, order
+    ) -> torch.Tensor:
+        """[B, R] log-probs of every row from the workers' ``method`` (compute_log_prob or
+        compute_ref_log_prob), each DP rank on its share ``order[dp_rank]``."""
+        mbs = micro_batch_size or self.config.actor.micro_batch_size
         # every micro-batch of a pipeline schedule must have the same size
         mbs = math.gcd(mbs, len(order[0]))
         per_rank = [(rows.select(order[info["dp_rank"]]), mbs) for info in self.info]
-        results = self.workers.call("compute_log_prob", per_rank=per_rank)
+        results = self.workers.call(method, per_rank=per_rank)
         out = torch.zeros_like(batch["rollout_log_probs"])
         for info, lp in zip(self.info, results):
             if lp is not None:
                 out[order[info["dp_rank"]]] = lp
         return out
+
+    def _apply_kl_in_reward(self, batch: TensorDict) -> dict[str, float]:
+        """With ``use_kl_in_reward``: advantages from the KL-penalised scores. Returns the KL
+        metrics (``actor/ref_log_prob_diff``: the actor's old log-probs vs the reference's, 0 at
+        the start of a run from the reference weights)."""
+        rl = self.config.rl_config
+        mask = batch["response_mask"]
+        metrics = {}
+        old = batch.get("old_log_probs", None)
+        if old is not None:
+            metrics["actor/ref_log_prob_diff"] = float(
+                (old - batch["ref_log_probs"])[mask.bool()].abs().mean()
+            )
+        if rl.use_kl_in_reward:
+            scores, kl_metrics = kl_penalised_scores(
+                batch["score"], old, batch["ref_log_probs"], mask, rl.kl_penalty,
+                self.kl_ctrl.value,
+            )  # fmt: skip
+            self._set_advantages(batch, scores)
+            metrics.update(kl_metrics)
+        return metrics
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -253,21 +283,39 @@ class DAPOTrainer:
             rows = batch_ops.megatron_rows(batch, self.pad)
             mini_batches = self._mini_batches(len(batch))
             order = batch_ops.data_parallel_order(len(batch), mini_batches, self.dp_size)
-            if mini_batches * rl.epochs > 1:
+            if mini_batches * rl.epochs > 1 or rl.use_kl_in_reward:
                 with timer.phase("old_log_prob"):
-                    batch.set("old_log_probs", self.old_log_probs(batch, rows, order))
+                    batch.set(
+                        "old_log_probs",
+                        self.log_probs("compute_log_prob", rl.actor_forward_micro_batch_size,
+                                       batch, rows, order),
+                    )  # fmt: skip
                 mask = batch["response_mask"].bool()
                 metrics["rollout/log_prob_diff_vs_actor"] = float(
                     (batch["old_log_probs"] - batch["rollout_log_probs"])[mask].abs().mean()
                 )
+            if self.kl_ctrl is not None:
+                with timer.phase("ref_log_prob"):
+                    batch.set(
+                        "ref_log_probs",
+                        self.log_probs("compute_ref_log_prob", rl.ref_forward_micro_batch_size,
+                                       batch, rows, order),
+                    )  # fmt: skip
+                metrics.update(self._apply_kl_in_reward(batch))
+            kl_coef = self.kl_ctrl.value if self.kl_ctrl is not None else None
             with timer.phase("update"):
                 per_rank = [
                     (batch_ops.update_batch(batch, order[i["dp_rank"]], rows), mini_batches,
-                     rl.epochs, self.config.actor.micro_batch_size)
+                     rl.epochs, self.config.actor.micro_batch_size, kl_coef)
                     for i in self.info
                 ]  # fmt: skip
                 for result in self.workers.call("update", per_rank=per_rank):
                     metrics.update(result)
+            if self.kl_ctrl is not None:
+                metrics["actor/kl_coef"] = kl_coef
+                # the controller's measure: the rewards' KL when it is there, else the loss's
+                measured = metrics.get("rewards/kl", metrics.get("actor/kl", 0.0))
+                self.kl_ctrl.update(measured, len(batch))
             with timer.phase("sync"):
                 versions = self.workers.call("sync_weights")
             if any(engine != actor for engine, actor in versions):
@@ -321,6 +369,7 @@ class DAPOTrainer:
             "data": self.loader.state_dict(),
             "dynamic_sampling": self.sampler.state_dict() if self.sampler is not None else None,
             "actor_version": int(self.actor_version),
+            "kl_ctrl": self.kl_ctrl.state_dict() if self.kl_ctrl is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -329,6 +378,8 @@ class DAPOTrainer:
         if self.sampler is not None and state["dynamic_sampling"] is not None:
             self.sampler.load_state_dict(state["dynamic_sampling"])
         self.actor_version = int(state["actor_version"])
+        if self.kl_ctrl is not None and state.get("kl_ctrl") is not None:
+            self.kl_ctrl.load_state_dict(state["kl_ctrl"])
 
     def save_checkpoint(self) -> None:
         """Every rank writes its shard; then one finalizer per storage domain renames and moves

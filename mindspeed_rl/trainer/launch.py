@@ -90,14 +90,15 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     from mindspeed_rl.workers.group import WorkerGroup
     from mindspeed_rl.workers.integrated import IntegratedWorker
     from mindspeed_rl.workers.profiling import with_profiling
+    from mindspeed_rl.workers.reference import needs_reference
 
     actor, rl = config.actor, config.rl_config
-    if rl.use_kl_loss:
-        raise ValueError(
-            "rl_config.use_kl_loss: the reference model is not built by this version; DAPO is "
-            "KL-free (set use_kl_loss: false)"
-        )
     check_paths(config)
+    if rl.integrated_mode_config.ref_model_load_path and not needs_reference(rl):
+        logger.info(
+            "rl_config.integrated_mode_config.ref_model_load_path: no reference model is built "
+            "(neither use_kl_loss nor use_kl_in_reward is on)"
+        )
     resume_state = None
     if not actor.finetune:
         iteration = resolve_iteration(actor.load, actor.ckpt_step)

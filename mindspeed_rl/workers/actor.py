@@ -20,7 +20,7 @@ from mindspeed_rl.algorithms.loss_aggregation import loss_denominator, resolve_l
 from mindspeed_rl.algorithms.policy_loss import clip_bounds, policy_loss
 from mindspeed_rl.config.schema import MegatronConfig, ModelConfig, RLConfig
 from mindspeed_rl.platform.distributed import ParallelLayout
-from mindspeed_rl.workers.logprobs import token_log_probs
+from mindspeed_rl.workers.forward_pass import forward_log_probs, response_log_probs, run_schedule
 from mindspeed_rl.workers.rows import MegatronRows
 
 logger = logging.getLogger(__name__)
@@ -126,18 +126,12 @@ class MegatronActor:
         )
         module = build_gpt_model(
             model_config, layout, params_dtype, perform_initialization=initialize,
-            # accelerators create each TP shard on the device; the host path would first
-            # initialise every full weight in fp32
-            use_cpu_initialization=device_type() == "cpu",
-            # megatron_training's keys of the TransformerConfig (init only matters without `load`)
-            init_method_std=actor_config.init_method_std,
-            hidden_dropout=actor_config.hidden_dropout,
-            attention_dropout=actor_config.attention_dropout,
+            **model_build_options(actor_config),
         )  # fmt: skip
         # on the rank's device before DDP wraps it: DDP's buffers (and, without the distributed
         # optimizer, the parameters themselves) are allocated where the module is
         module.to(self.device)
-        _check_placement(module, self.device)
+        check_placement(module, self.device)
         self.model = DistributedDataParallel(
             config=module.config,
             ddp_config=DistributedDataParallelConfig(
@@ -182,70 +176,20 @@ class MegatronActor:
     def module(self) -> torch.nn.Module:
         return self.model.module
 
-    # --- forward helpers ---------------------------------------------------------------------
-
-    def _schedule(self, rows: list[MegatronRows], loss_func_for, forward_only: bool) -> list[dict]:
-        """Run Megatron's schedule over micro-batches ``rows``; ``loss_func_for(i)`` builds the
-        loss function of micro-batch i (called on the last pipeline stage only)."""
-        from megatron.core.pipeline_parallel import get_forward_backward_func
-
-        device = self.device
-
-        def forward_step(data_iterator, model):
-            index, micro = next(data_iterator)
-            output = model(
-                micro.tokens.to(device),
-                micro.position_ids().to(device),
-                micro.causal_mask().to(device),
-            )
-            return output, loss_func_for(index)
-
-        return get_forward_backward_func()(
-            forward_step_func=forward_step,
-            data_iterator=iter(enumerate(rows)),
-            model=[self.model],
-            num_microbatches=len(rows),
-            seq_length=rows[0].tokens.shape[1],
-            micro_batch_size=rows[0].tokens.shape[0],
-            forward_only=forward_only,
-        )
-
-    def _response_log_probs(self, logits, rows: MegatronRows, with_entropy: bool):
-        lp, entropy = token_log_probs(
-            logits[:, :-1], rows.tokens[:, 1:].to(logits.device), self.temperature,
-            with_entropy=with_entropy,
-        )  # fmt: skip
-        return rows.response_values(lp), (
-            rows.response_values(entropy) if entropy is not None else None
-        )
-
     # --- operations --------------------------------------------------------------------------
 
-    @torch.no_grad()
     def compute_log_prob(self, rows: MegatronRows, micro_batch_size: int) -> torch.Tensor | None:
         """Log-probs [B, R] of the responses under the current weights, on the last pipeline
         stage (None on the others)."""
-        from megatron.core import parallel_state
+        return forward_log_probs(self.model, self.device, self.temperature, rows, micro_batch_size)
 
-        self.model.eval()
-        micros = rows.split(micro_batch_size)
-
-        def loss_func_for(index: int):
-            def loss_func(logits):
-                lp, _ = self._response_log_probs(logits, micros[index], with_entropy=False)
-                return lp.sum() * 0.0, {"log_probs": lp}
-
-            return loss_func
-
-        outputs = self._schedule(micros, loss_func_for, forward_only=True)
-        if not parallel_state.is_pipeline_last_stage():
-            return None
-        return torch.cat([o["log_probs"] for o in outputs], dim=0).cpu()
-
-    def backward_mini_batch(self, batch: UpdateBatch, micro_batch_size: int) -> dict[str, float]:
+    def backward_mini_batch(
+        self, batch: UpdateBatch, micro_batch_size: int, kl_coef: float | None = None
+    ) -> dict[str, float]:
         """Forward + backward of one mini-batch (this DP rank's share); gradients accumulate in
-        the DDP buffers, reduced over DP. Returns metrics summed over micro-batches and DP ranks
-        (on the last pipeline stage; empty elsewhere)."""
+        the DDP buffers, reduced over DP. ``kl_coef``: the KL loss coefficient of this iteration
+        (the KL controller's; default ``init_kl_coef``). Returns metrics summed over micro-batches
+        and DP ranks (on the last pipeline stage; empty elsewhere)."""
         from megatron.core import parallel_state
 
         self.model.train()
@@ -263,12 +207,15 @@ class MegatronActor:
         # the schedule divides each micro-batch loss by len(micros); DDP averages over DP
         undo_megatron_scaling = len(micros) * dp_size
         rl = self.rl
+        kl_coef = rl.init_kl_coef if kl_coef is None else kl_coef
 
         def loss_func_for(index: int):
             micro = micros[index].to(self.device)
 
             def loss_func(logits):
-                lp, entropy = self._response_log_probs(logits, micro.rows, with_entropy=True)
+                lp, entropy = response_log_probs(
+                    logits, micro.rows, self.temperature, with_entropy=True
+                )
                 old = micro.old_log_probs if micro.old_log_probs is not None else lp.detach()
                 out = policy_loss(
                     lp,
@@ -286,7 +233,7 @@ class MegatronActor:
                     use_kl_loss=rl.use_kl_loss,
                     ref_log_probs=micro.ref_log_probs,
                     kl_penalty_kind=rl.kl_penalty,
-                    kl_coef=rl.init_kl_coef,
+                    kl_coef=kl_coef,
                     rollout_log_probs=micro.rollout_log_probs,
                     tis_imp_ratio_cap=rl.tis_imp_ratio_cap,
                 )
@@ -294,7 +241,9 @@ class MegatronActor:
 
             return loss_func
 
-        outputs = self._schedule([m.rows for m in micros], loss_func_for, forward_only=False)
+        outputs = run_schedule(
+            self.model, self.device, [m.rows for m in micros], loss_func_for, forward_only=False
+        )
         metrics: dict[str, torch.Tensor] = {}
         for out in outputs:
             for key, value in out.items():
@@ -322,7 +271,23 @@ class MegatronActor:
         return self.optimizer.param_groups[0]["lr"]
 
 
-def _check_placement(module: torch.nn.Module, device: torch.device) -> None:
+def model_build_options(actor_config: MegatronConfig) -> dict:
+    """megatron_training's keys of the TransformerConfig, for the actor and (with a KL term) the
+    reference model, which must run the same architecture."""
+    from mindspeed_rl.platform.device import device_type
+
+    return {
+        # accelerators create each TP shard on the device; the host path would first
+        # initialise every full weight in fp32
+        "use_cpu_initialization": device_type() == "cpu",
+        # init only matters without `load`
+        "init_method_std": actor_config.init_method_std,
+        "hidden_dropout": actor_config.hidden_dropout,
+        "attention_dropout": actor_config.attention_dropout,
+    }
+
+
+def check_placement(module: torch.nn.Module, device: torch.device) -> None:
     """Every parameter and buffer on ``device``: a stray host tensor would make the first forward
     mix devices (or silently train a host copy)."""
     stray = [

@@ -34,6 +34,7 @@ class IntegratedWorker:
         self.actor_version = 0  # optimizer updates applied; the engine must run this version
         self.compute = Timer()  # time inside model code, per operation
         self.engine = None
+        self.reference = None  # the KL term's ReferenceModel, when one is configured
         self.engine_has_weights = False  # False after a sleep that dropped them: sync first
         self.ledger = MemoryLedger()
         self.phase = "setup"
@@ -68,6 +69,11 @@ class IntegratedWorker:
         from mindspeed_rl.platform.megatron_setup import prepare_megatron
         from mindspeed_rl.rollout.factory import engine_kind
         from mindspeed_rl.workers.actor import MegatronActor
+        from mindspeed_rl.workers.reference import (
+            ReferenceModel,
+            needs_reference,
+            reference_load_path,
+        )
 
         torch.set_num_threads(threads)
         actor_cfg, rl, gen = config.actor, config.rl_config, config.generate_config
@@ -124,6 +130,13 @@ class IntegratedWorker:
         # what every checkpoint of this run records, so that mg -> hf needs no --hf-config-dir
         self.hf_config_json = hf_config_record(recorded, hf_dir)
         self.mapping = WeightMapping(self.actor.model_config, hf_config.vocab_size, self.layout)
+        self.reference = None
+        if needs_reference(rl):
+            self.reference = ReferenceModel(
+                self.actor.model_config, actor_cfg, self.layout,
+                reference_load_path(actor_cfg, rl), self._shard_layout(), self._shard_position(),
+                dtype, temperature=gen.sampling_config.temperature,
+            )  # fmt: skip
         self.offloader = TrainStateOffloader(
             self.actor.model,
             self.actor.optimizer,
@@ -217,9 +230,15 @@ class IntegratedWorker:
         if engine is not None and not engine.awake.issubset(wanted.engine):
             # the engine sleeps whole; an engine that drops its weights asleep needs a sync
             self.engine_has_weights = self.engine_has_weights and engine.keeps_weights_asleep
-        enter_phase(wanted, self.offloader, engine)
+        enter_phase(wanted, self.offloader, engine, self._reference_offloader())
         self.phase = phase
-        self.ledger.record(phase, self.offloader, engine)
+        self._record(phase)
+
+    def _reference_offloader(self):
+        return self.reference.offloader if self.reference is not None else None
+
+    def _record(self, phase: str) -> None:
+        self.ledger.record(phase, self.offloader, self.engine, self._reference_offloader())
 
     def sync_weights(self) -> tuple[int, int]:
         """Actor -> engine (a collective over the whole group); returns (engine version, actor
@@ -243,7 +262,7 @@ class IntegratedWorker:
             return None
         with self.compute.phase("gen"):
             out = self.engine.generate(prompts, params)
-        self.ledger.record("generate", self.offloader, self.engine)  # with the KV cache's peak
+        self._record("generate")  # with the KV cache's peak
         return out
 
     def memory_ledger(self) -> list[dict]:
@@ -260,16 +279,36 @@ class IntegratedWorker:
     # --- training ------------------------------------------------------------------------------
 
     def compute_log_prob(self, rows, micro_batch_size: int) -> torch.Tensor | None:
+        return self._log_prob_pass("log_prob", "old_log_prob", self.actor, rows, micro_batch_size)
+
+    def compute_ref_log_prob(self, rows, micro_batch_size: int) -> torch.Tensor | None:
+        """Log-probs of the responses under the reference model (a KL term is configured)."""
+        if self.reference is None:
+            raise RuntimeError("no reference model: neither use_kl_loss nor use_kl_in_reward is on")
+        return self._log_prob_pass(
+            "ref_log_prob", "ref_log_prob", self.reference, rows, micro_batch_size
+        )
+
+    def _log_prob_pass(self, phase: str, timed: str, model, rows, micro_batch_size: int):
+        """[B, R] on the last stage's TP rank 0 (the one copy the driver reads), else None."""
         from megatron.core import parallel_state as ps
 
-        self._enter("log_prob")
-        with self.compute.phase("old_log_prob"):
-            lp = self.actor.compute_log_prob(rows, micro_batch_size)
+        self._enter(phase)
+        with self.compute.phase(timed):
+            lp = model.compute_log_prob(rows, micro_batch_size)
         return lp if lp is not None and ps.get_tensor_model_parallel_rank() == 0 else None
 
-    def update(self, batch, mini_batches: int, epochs: int, micro_batch_size: int) -> dict:
+    def update(
+        self,
+        batch,
+        mini_batches: int,
+        epochs: int,
+        micro_batch_size: int,
+        kl_coef: float | None = None,
+    ) -> dict:
         """``mini_batches`` x ``epochs`` optimizer steps over this DP rank's rows (mini-batch m is
-        the m-th equal slice). Returns metrics averaged over the steps (last stage, TP rank 0)."""
+        the m-th equal slice). ``kl_coef``: the KL controller's coefficient of this iteration.
+        Returns metrics averaged over the steps (last stage, TP rank 0)."""
         from megatron.core import parallel_state as ps
 
         self._enter("update")
@@ -282,7 +321,7 @@ class IntegratedWorker:
                 part = batch.slice(m * rows_per_mini, (m + 1) * rows_per_mini)
                 with self.compute.phase("update"):
                     self.actor.zero_grad()
-                    metrics = self.actor.backward_mini_batch(part, micro_batch_size)
+                    metrics = self.actor.backward_mini_batch(part, micro_batch_size, kl_coef)
                     ok, grad_norm = self.actor.step()
                 if not ok:
                     raise RuntimeError("optimizer step failed (non-finite gradients)")
@@ -291,7 +330,7 @@ class IntegratedWorker:
                     totals[key] = totals.get(key, 0.0) + value
                 steps += 1
         self.actor_version += 1
-        self.ledger.record("update", self.offloader, self.engine)  # with Adam's state
+        self._record("update")  # with Adam's state
         if not (ps.is_pipeline_last_stage() and ps.get_tensor_model_parallel_rank() == 0):
             return {}
         out = {f"actor/{k}": v / steps for k, v in totals.items()}

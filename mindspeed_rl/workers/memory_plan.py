@@ -9,6 +9,8 @@ prints it), for the phases of ``workers/residency.py``. What a phase holds:
 * optimizer: Adam's two fp32 moments plus an fp32 main copy of bf16 weights, divided by the
   data-parallel size with the distributed optimizer;
 * engine weights: the whole model / rollout TP (experts / rollout EP) in ``generate_config.dtype``;
+* reference: with a KL term, a second copy of the actor params, on the device in its log-prob
+  pass only;
 * KV cache: what vLLM takes, ``gpu_memory_utilization`` x device memory minus its weights; with
   ``engine: hf`` (allocated per call) a full cache of ``max_num_seqs`` x ``max_model_len`` tokens.
 
@@ -124,7 +126,12 @@ def predicted_bytes(config: RunConfig) -> dict[str, float]:
         "actor_optimizer": optimizer,
         "engine_weights": engine,
         "kv_cache": kv_cache,
+        "reference": param_bytes * (dense + experts) if _has_reference(config) else 0.0,
     }
+
+
+def _has_reference(config: RunConfig) -> bool:
+    return config.rl_config.use_kl_loss or config.rl_config.use_kl_in_reward
 
 
 def device_memory_bytes(config: RunConfig) -> float:
@@ -142,7 +149,8 @@ def phase_ledger(config: RunConfig) -> dict[str, dict[str, float]]:
         "optimizer": gen.offload_train_optimizer,
     }
     ledger = {}
-    for name in _PRINTED_PHASES:
+    printed = _PRINTED_PHASES + (("ref_log_prob",) if _has_reference(config) else ())
+    for name in printed:
         phase = PHASES[name]
         resident = dict.fromkeys(CATEGORIES, 0.0)
         for group, category in zip(
@@ -153,6 +161,8 @@ def phase_ledger(config: RunConfig) -> dict[str, dict[str, float]]:
         for tag, category in (("weights", "engine_weights"), ("kv_cache", "kv_cache")):
             if tag in phase.engine:
                 resident[category] = sizes[category]
+        if phase.reference:
+            resident["reference"] = sizes["reference"]
         ledger[name] = resident
     return ledger
 

@@ -132,3 +132,28 @@ class TrainStateOffloader:
         releases first so the peak never holds both the old and the new phase's state."""
         self.offload([g for g in GROUPS if g not in wanted])
         self.reload([g for g in GROUPS if g in wanted])
+
+
+class ModuleOffloader:
+    """Release / restore the parameters of a forward-only module (the reference model): always
+    enabled, released with a copy (they never change)."""
+
+    def __init__(self, module: torch.nn.Module, pin_memory: bool | None = None) -> None:
+        from mindspeed_rl.platform.device import is_accelerator
+
+        self.stash = StorageStash(is_accelerator() if pin_memory is None else pin_memory)
+        self._storages = unique_storages(module.parameters())
+        self.resident = True
+
+    def resident_bytes(self) -> int:
+        return resident_bytes(self._storages)
+
+    def ensure(self, wanted: bool) -> None:
+        from mindspeed_rl.platform.device import empty_cache
+
+        if self.resident and not wanted:
+            self.stash.release(self._storages)
+            empty_cache()
+        elif wanted and not self.resident:
+            self.stash.restore(self._storages)
+        self.resident = wanted

@@ -2,19 +2,22 @@
 
 Each operation of the integrated worker runs in a phase that names what must be on the device:
 
-| phase      | actor on the device         | engine on the device  |
-|------------|-----------------------------|-----------------------|
-| update     | params, grads, optimizer    | nothing               |
-| sync       | params                      | weights               |
-| generate   | nothing                     | weights, KV cache     |
-| log_prob   | params                      | nothing               |
-| save       | params, optimizer           | nothing               |
+| phase        | actor on the device         | engine on the device  |
+|--------------|-----------------------------|-----------------------|
+| update       | params, grads, optimizer    | nothing               |
+| sync         | params                      | weights               |
+| generate     | nothing                     | weights, KV cache     |
+| log_prob     | params                      | nothing               |
+| ref_log_prob | params, and the reference   | nothing               |
+| save         | params, optimizer           | nothing               |
 
 Entering a phase first releases what it does not need (the engine sleeps, actor groups are
 offloaded), then restores what it needs, actor before engine, weights before the KV cache: one
 step is update -> offload grads and optimizer -> wake engine weights -> sync -> offload params ->
 wake KV cache -> generate -> engine sleeps -> reload params (log-probs) -> reload grads and
 optimizer (update). Actor groups whose ``offload_train_*`` switch is off simply stay resident.
+The reference model (built only with a KL term) is on the device in ``ref_log_prob`` only; the
+actor's params stay there, as the log-prob pass before and the update after need them.
 docs/memory.md has the sizes this order is for.
 """
 
@@ -30,6 +33,7 @@ class Phase:
     name: str
     actor: frozenset[str]
     engine: tuple[str, ...]  # in wake-up order
+    reference: bool = False
 
 
 PHASES = {
@@ -40,6 +44,7 @@ PHASES = {
         Phase("generate", frozenset(), ("weights", "kv_cache")),
         Phase("log_prob", frozenset({"params"}), ()),
         Phase("save", frozenset({"params", "optimizer"}), ()),
+        Phase("ref_log_prob", frozenset({"params"}), (), reference=True),
         # before the engine exists: it is created with the training state off the device
         Phase("engine_init", frozenset(), ()),
     )
@@ -52,14 +57,20 @@ CATEGORIES = (
     "actor_optimizer",
     "engine_weights",
     "kv_cache",
+    "reference",
 )
 
 
-def enter_phase(phase: Phase, offloader, engine) -> None:
-    """Move to ``phase``: release first, then restore (see the module docstring)."""
+def enter_phase(phase: Phase, offloader, engine, reference=None) -> None:
+    """Move to ``phase``: release first, then restore (see the module docstring).
+    ``reference``: the reference model's ``ModuleOffloader`` (None without a KL term)."""
     if engine is not None and not engine.awake.issubset(phase.engine):
         engine.sleep()  # engines sleep whole; what the phase needs wakes below
+    if reference is not None and not phase.reference:
+        reference.ensure(False)
     offloader.ensure(phase.actor)
+    if reference is not None and phase.reference:
+        reference.ensure(True)
     if engine is not None:
         for tag in phase.engine:
             if tag not in engine.awake:
@@ -84,7 +95,7 @@ class MemoryLedger:
         self.entries: list[LedgerEntry] = []
         self.limit = limit  # keep the last entries only: one per phase transition
 
-    def record(self, phase: str, offloader, engine) -> None:
+    def record(self, phase: str, offloader, engine, reference=None) -> None:
         from mindspeed_rl.platform.device import is_accelerator, memory_stats
 
         actor = offloader.resident_bytes()
@@ -94,6 +105,7 @@ class MemoryLedger:
             "actor_optimizer": actor["optimizer"],
             "engine_weights": 0,
             "kv_cache": 0,
+            "reference": reference.resident_bytes() if reference is not None else 0,
         }
         if engine is not None:
             resident.update(engine.resident_bytes())

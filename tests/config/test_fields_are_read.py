@@ -94,9 +94,6 @@ def test_the_scan_sees_reads_and_the_allow_list_is_needed():
 
 REFUSED = [
     ("rl_config.guarantee_order=true", "rl_config.guarantee_order"),
-    ("rl_config.ref_forward_micro_batch_size=1", "rl_config.ref_forward_micro_batch_size"),
-    ("rl_config.integrated_mode_config={ref_model_load_path: /m}",
-     "rl_config.integrated_mode_config"),
     ("rl_config.gamma=0.9", "rl_config.gamma"),
     ("megatron_training.distributed_backend=gloo", "megatron_training.distributed_backend"),
     ("megatron_training.no_masked_softmax_fusion=false",

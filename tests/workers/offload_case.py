@@ -36,7 +36,10 @@ def build_assets(workdir: Path) -> dict[str, str]:
     return {"hf": str(workdir / "hf"), "mcore": str(workdir / "mcore")}
 
 
-def run_config(assets: dict[str, str], *, bf16: bool, distributed_optimizer: bool, offload: bool):
+def run_config(
+    assets: dict[str, str], *, bf16: bool, distributed_optimizer: bool, offload: bool,
+    kl: bool = False,
+):  # fmt: skip
     from mindspeed_rl.quickstart.pipeline import CONFIG_NAME
     from mindspeed_rl.trainer.config_entry import load_run_config
 
@@ -50,6 +53,7 @@ def run_config(assets: dict[str, str], *, bf16: bool, distributed_optimizer: boo
             f"megatron_training.use_distributed_optimizer={str(distributed_optimizer).lower()}",
             "actor_config.lr=0.01",
             *(f"generate_config.{key}={str(offload).lower()}" for key in OFFLOAD_KEYS),
+            *(["rl_config.use_kl_loss=true", "rl_config.init_kl_coef=0.5"] if kl else []),
         ],
     )
 
@@ -72,7 +76,9 @@ def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def run_iterations(config, iterations: int, save_root: str) -> dict:
-    """``iterations`` x (generate, old log-probs, update, sync) on one rank, then a checkpoint."""
+    """``iterations`` x (generate, old log-probs, [reference log-probs,] update, sync) on one
+    rank, then a checkpoint. With a KL term the reference also scores iteration 0's rows every
+    iteration (``fixed_ref_log_probs``): a frozen, offloaded model must give the same values."""
     from megatron.core import parallel_state as ps
 
     from mindspeed_rl.checkpoint import mcore_layout
@@ -85,14 +91,19 @@ def run_iterations(config, iterations: int, save_root: str) -> dict:
     try:
         g = torch.Generator().manual_seed(7)
         prompts = torch.randint(3, 250, (PROMPTS, PROMPT_LEN), generator=g)
-        actor, engine, logprobs = [], [], []
+        actor, engine, logprobs, fixed_ref, metrics = [], [], [], [], []
+        first_rows = None
         for it in range(iterations):
             params = SamplingParams(n=SAMPLES, max_tokens=NEW_TOKENS, temperature=1.0, seed=it)
             out = worker.generate(prompts.tolist(), params)
             rows, batch = _update_batch(prompts, out, it, worker.pad_token_id)
+            first_rows = first_rows or rows
             logprobs.append(worker.compute_log_prob(rows, micro_batch_size=4))
             batch.old_log_probs = logprobs[-1]
-            worker.update(batch, mini_batches=1, epochs=1, micro_batch_size=4)
+            if worker.reference is not None:
+                batch.ref_log_probs = worker.compute_ref_log_prob(rows, micro_batch_size=4)
+                fixed_ref.append(worker.compute_ref_log_prob(first_rows, micro_batch_size=4))
+            metrics.append(worker.update(batch, mini_batches=1, epochs=1, micro_batch_size=4))
             actor.append(_weights(worker.actor.module))  # resident until the sync releases them
             worker.sync_weights()
             engine.append(_weights(worker.engine.model))
@@ -103,6 +114,9 @@ def run_iterations(config, iterations: int, save_root: str) -> dict:
             "actor": actor,
             "engine": engine,
             "log_probs": logprobs,
+            "fixed_ref_log_probs": fixed_ref,
+            "metrics": metrics,
+            "timed": sorted(worker.pop_compute_seconds()),
             "checkpoint": checkpoint,
             "ledger": worker.memory_ledger(),
             "host_stash_bytes": worker.offloader.stash.host_bytes,
@@ -134,6 +148,8 @@ def run_matrix(rank: int, world_size: int, assets: dict[str, str]) -> dict:
                                         offload=offload)  # fmt: skip
                     key = f"bf16={bf16},distopt={dist_opt},offload={offload}"
                     results[key] = run_iterations(config, 3, str(Path(root) / key))
+        config = run_config(assets, bf16=True, distributed_optimizer=True, offload=True, kl=True)
+        results["kl"] = run_iterations(config, 3, str(Path(root) / "kl"))
         results["copied_moves"] = moves["copied"]
         results["random_inits_under_a_checkpoint"] = len(initialised)
         # the counter itself works: a run without a checkpoint initialises every weight

@@ -1,4 +1,5 @@
 """Offload on a simulated device: training keeps learning, and the memory order is kept.
+The reference model of a KL term is offloaded between its passes and keeps its values.
 
 One spawned process runs the integrated worker (Megatron actor, HF engine, weight sync,
 checkpoint) for 3 iterations in each of fp32 / bf16 x distributed optimizer off / on, with offload
@@ -99,3 +100,33 @@ def test_host_copies_are_allocated_once(matrix):
         run = matrix[_key(bf16, dist, True)]
         sizes = _entries(matrix[_key(bf16, dist, False)]["ledger"], "update")[-1]
         assert run["host_stash_bytes"] == sizes["actor_params"] + sizes["actor_optimizer"]
+
+
+def test_without_kl_no_reference_is_built_resident_or_timed(matrix):
+    for bf16, dist in PAIRS:
+        for offload in (False, True):
+            run = matrix[_key(bf16, dist, offload)]
+            assert all(e["resident"]["reference"] == 0 for e in run["ledger"])
+            assert not [e for e in run["ledger"] if e["phase"] == "ref_log_prob"]
+            assert "ref_log_prob" not in run["timed"]
+            assert not any(k in m for m in run["metrics"] for k in ("actor/kl", "actor/kl_loss"))
+
+
+def test_reference_is_resident_only_in_its_pass_and_keeps_its_values(matrix):
+    run = matrix["kl"]
+    passes = [e["resident"] for e in run["ledger"] if e["phase"] == "ref_log_prob"]
+    assert len(passes) == 6 and all(r["reference"] > 0 for r in passes)
+    # the actor's params equal size (same model, same dtype) and stay for the update after
+    assert all(r["reference"] == r["actor_params"] for r in passes)
+    others = [e for e in run["ledger"] if e["phase"] != "ref_log_prob"]
+    assert others and all(e["resident"]["reference"] == 0 for e in others)
+    assert "ref_log_prob" in run["timed"]
+    # iteration 0's rows: the reference equals the initial actor, and stays frozen through
+    # three offload cycles while the actor trains
+    first = run["fixed_ref_log_probs"][0]
+    assert (first - run["log_probs"][0]).abs().max().item() <= 1e-6
+    for later in run["fixed_ref_log_probs"][1:]:
+        assert torch.equal(later, first)
+    kls = [m["actor/kl"] for m in run["metrics"]]
+    assert abs(kls[0]) <= 1e-6 < kls[1] < kls[2], kls  # starts at 0 (actor = reference), grows
+    assert run["metrics"][1]["actor/kl_loss"] == pytest.approx(0.5 * kls[1])

@@ -1,0 +1,83 @@
+"""Megatron's schedule over micro-batches of rows, and the log-prob pass built on it.
+
+Shared by the actor (old log-probs, update) and the reference model (reference log-probs): both
+run the same pipeline schedule over the same rows, so the reference's log-probs of the initial
+weights equal the actor's bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mindspeed_rl.workers.logprobs import token_log_probs
+from mindspeed_rl.workers.rows import MegatronRows
+
+
+def run_schedule(
+    model: torch.nn.Module,
+    device: torch.device,
+    rows: list[MegatronRows],
+    loss_func_for,
+    forward_only: bool,
+) -> list[dict]:
+    """Run Megatron's schedule over micro-batches ``rows``; ``loss_func_for(i)`` builds the loss
+    function of micro-batch i (called on the last pipeline stage only)."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    def forward_step(data_iterator, model):
+        index, micro = next(data_iterator)
+        output = model(
+            micro.tokens.to(device),
+            micro.position_ids().to(device),
+            micro.causal_mask().to(device),
+        )
+        return output, loss_func_for(index)
+
+    return get_forward_backward_func()(
+        forward_step_func=forward_step,
+        data_iterator=iter(enumerate(rows)),
+        model=[model],
+        num_microbatches=len(rows),
+        seq_length=rows[0].tokens.shape[1],
+        micro_batch_size=rows[0].tokens.shape[0],
+        forward_only=forward_only,
+    )
+
+
+def response_log_probs(logits, rows: MegatronRows, temperature: float, with_entropy: bool):
+    """Log-probs (and entropy) [B, R] of the response tokens of ``rows`` from ``logits``."""
+    lp, entropy = token_log_probs(
+        logits[:, :-1], rows.tokens[:, 1:].to(logits.device), temperature,
+        with_entropy=with_entropy,
+    )  # fmt: skip
+    return rows.response_values(lp), (
+        rows.response_values(entropy) if entropy is not None else None
+    )
+
+
+@torch.no_grad()
+def forward_log_probs(
+    model: torch.nn.Module,
+    device: torch.device,
+    temperature: float,
+    rows: MegatronRows,
+    micro_batch_size: int,
+) -> torch.Tensor | None:
+    """Log-probs [B, R] of the responses under ``model``'s weights, on the last pipeline stage
+    (None on the others), on the host."""
+    from megatron.core import parallel_state
+
+    model.eval()
+    micros = rows.split(micro_batch_size)
+
+    def loss_func_for(index: int):
+        def loss_func(logits):
+            lp, _ = response_log_probs(logits, micros[index], temperature, with_entropy=False)
+            return lp.sum() * 0.0, {"log_probs": lp}
+
+        return loss_func
+
+    outputs = run_schedule(model, device, micros, loss_func_for, forward_only=True)
+    if not parallel_state.is_pipeline_last_stage():
+        return None
+    return torch.cat([o["log_probs"] for o in outputs], dim=0).cpu()

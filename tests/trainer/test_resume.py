@@ -35,26 +35,40 @@ def _common(save: Path) -> list[str]:
             "rl_config.mini_batch_size=4", "megatron_training.save_interval=2"]  # fmt: skip
 
 
-def test_resumed_run_is_bit_identical(assets, tmp_path):
-    straight = run_training(training_config(assets, 4, *_common(tmp_path / "a")))
-    first = run_training(training_config(assets, 2, *_common(tmp_path / "b")))
+def _straight_and_resumed(assets, tmp_path, *extra: str, resume_extra: tuple[str, ...] = ()):
+    """4 iterations straight; 2, then a resume from that run's checkpoint for 2 more."""
+    straight = run_training(training_config(assets, 4, *_common(tmp_path / "a"), *extra))
+    first = run_training(training_config(assets, 2, *_common(tmp_path / "b"), *extra))
     assert mcore_layout.read_tracker(tmp_path / "b") == 2
     resumed = run_training(
         training_config(
             assets,
             4,
             *_common(tmp_path / "b"),
+            *extra,
             "actor_config.finetune=false",
             f"actor_config.load={tmp_path / 'b'}",
             "actor_config.no_load_optim=false",
             "actor_config.no_load_rng=false",
+            *resume_extra,
         )  # fmt: skip
     )
     history = first.history + resumed.history
     assert [h["iteration"] for h in history] == [1.0, 2.0, 3.0, 4.0]
-    for expected, got in zip(straight.history, history):
-        for key in COMPARED:
+    return straight, first, resumed, history
+
+
+def _assert_same(straight_history, history, keys) -> None:
+    for expected, got in zip(straight_history, history):
+        for key in keys:
             assert got[key] == expected[key], (expected["iteration"], key)
+
+
+def test_resumed_run_is_bit_identical(assets, tmp_path):
+    straight, first, resumed, history = _straight_and_resumed(assets, tmp_path)
+    _assert_same(straight.history, history, COMPARED)
+    # DAPO is KL-free: no reference pass, no KL metrics
+    assert not [k for k in straight.history[0] if "ref_log_prob" in k or "kl_coef" in k]
     assert first.prompt_log + resumed.prompt_log == straight.prompt_log
     assert any(len(p) > 16 for p in straight.prompt_log), "some iteration needs 2+ gen batches"
     a, b = _weights(tmp_path / "a", 4), _weights(tmp_path / "b", 4)
@@ -117,3 +131,30 @@ def test_broken_checkpoints_fail_with_one_clear_message(tmp_path):
         load_trainer_state(root, 2)
     with pytest.raises(ValueError, match="iteration 7 not found"):
         resolve_iteration(root, 7)
+
+
+KL_COMPARED = COMPARED + ("actor/kl", "actor/kl_loss", "actor/kl_coef", "rewards/kl",
+                          "rewards/kl_penalty", "actor/ref_log_prob_diff")  # fmt: skip
+
+
+def test_resumed_run_with_kl_is_bit_identical(assets, tmp_path):
+    """GRPO-style KL in the loss and in the reward, adaptive coefficient: the actor resumes from
+    its checkpoint, the reference from the original weights (the seed's procedure)."""
+    paths, _ = assets
+    kl = ("rl_config.use_kl_loss=true", "rl_config.use_kl_in_reward=true",
+          "rl_config.kl_ctrl_type=adaptive", "rl_config.init_kl_coef=0.2",
+          "rl_config.kl_target=0.001", "rl_config.kl_horizon=50")  # fmt: skip
+    straight, first, resumed, history = _straight_and_resumed(
+        assets, tmp_path, *kl,
+        resume_extra=(f"rl_config.integrated_mode_config={{ref_model_load_path: {paths['mcore']}}}",),
+    )  # fmt: skip
+    _assert_same(straight.history, history, KL_COMPARED)
+    h = straight.history
+    # iteration 1: old log-probs of the initial actor = the reference's
+    assert h[0]["actor/ref_log_prob_diff"] <= 1e-6 and abs(h[0]["rewards/kl"]) <= 1e-6
+    assert h[3]["rewards/kl"] > h[1]["rewards/kl"] > 1e-5, [x["rewards/kl"] for x in h]
+    # the adaptive coefficient moved every iteration, and the resume continued from its value
+    coefs = [x["actor/kl_coef"] for x in h]
+    assert coefs[0] == 0.2 and len(set(coefs)) == 4, coefs
+    assert load_trainer_state(tmp_path / "b", 4)["kl_ctrl"]["value"] != 0.2
+    assert h[0]["timing/ref_log_prob"] > 0 and h[0]["compute/ref_log_prob"] > 0

@@ -18,6 +18,9 @@ SUMMARY_KEYS = (
     ("actor/pg_clipfrac", "clipfrac", "{:.3f}"),
     ("actor/entropy", "entropy", "{:.3f}"),
     ("actor/grad_norm", "grad_norm", "{:.3f}"),
+    ("actor/kl", "kl", "{:.2e}"),  # only with a KL term
+    ("rewards/kl", "reward_kl", "{:.2e}"),
+    ("actor/kl_coef", "kl_coef", "{:.2e}"),
     ("response_length/mean", "resp_len", "{:.1f}"),
     ("dynamic_sampling/num_gen_batches", "gen_batches", "{:.0f}"),
     ("timing/total", "time", "{:.1f}s"),

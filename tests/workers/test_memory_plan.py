@@ -92,3 +92,20 @@ def test_dry_run_prints_the_ledger_and_warns_on_a_phase_that_does_not_fit():
     # update holds 45.8 GiB per rank: more than 40
     assert "phase 'update' needs 45.8 GiB" in run.stderr
     assert "phase 'generate'" not in run.stderr  # 0.5 x 40 GiB
+
+
+def test_a_kl_term_adds_the_reference_in_its_phase_only(tmp_path):
+    dapo = phase_ledger(load_run_config("dapo_qwen25_32b_A3"))
+    assert "ref_log_prob" not in dapo
+    assert all(phase["reference"] == 0 for phase in dapo.values())
+    kl = phase_ledger(
+        load_run_config(
+            "dapo_qwen25_32b_A3",
+            overrides=["rl_config.use_kl_loss=true", f"actor_config.load={tmp_path}"],
+        )
+    )
+    ref = kl["ref_log_prob"]
+    # a second copy of the actor's params, next to the actor's own; nothing else
+    assert ref["reference"] == ref["actor_params"] == dapo["update"]["actor_params"] > 0
+    assert ref["actor_grads"] == ref["actor_optimizer"] == ref["kv_cache"] == 0
+    assert all(kl[name]["reference"] == 0 for name in kl if name != "ref_log_prob")

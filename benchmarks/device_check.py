@@ -104,6 +104,7 @@ def one_iteration(config, prompts: int, samples: int, new_tokens: int) -> dict:
     from mindspeed_rl.platform.device import synchronize
     from mindspeed_rl.rollout.sampling import SamplingParams
     from mindspeed_rl.workers.actor import UpdateBatch
+    from mindspeed_rl.workers.batch_plan import equal_micro_batches
     from mindspeed_rl.workers.integrated import IntegratedWorker
     from mindspeed_rl.workers.rows import to_megatron_rows
 
@@ -130,12 +131,12 @@ def one_iteration(config, prompts: int, samples: int, new_tokens: int) -> dict:
     rows = to_megatron_rows(row_prompts, torch.ones_like(row_prompts), out.responses,
                             out.response_mask, worker.pad_token_id)  # fmt: skip
     micro = min(4, len(scores))
-    old = worker.compute_log_prob(rows, micro_batch_size=micro)
+    old = worker.compute_log_prob(rows, micro)
     before = _checksum(worker.actor.module)  # log-prob phase: the params are resident
     batch = UpdateBatch(rows, out.response_mask, advantages, old)
     synchronize()
     start = time.perf_counter()
-    metrics = worker.update(batch, mini_batches=1, epochs=1, micro_batch_size=micro)
+    metrics = worker.update(batch, equal_micro_batches(len(batch), 1, micro), epochs=1)
     synchronize()
     update_s = time.perf_counter() - start
     after = _checksum(worker.actor.module)

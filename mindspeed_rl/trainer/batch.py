@@ -12,8 +12,6 @@ import torch
 from tensordict import NonTensorStack, TensorDict
 
 from mindspeed_rl.rollout.base import RolloutOutput
-from mindspeed_rl.workers.actor import UpdateBatch
-from mindspeed_rl.workers.rows import MegatronRows, to_megatron_rows
 
 
 def _pad_right(t: torch.Tensor, width: int, value: float) -> torch.Tensor:
@@ -71,46 +69,3 @@ def shuffle_rows(batch: TensorDict, seed: int, iteration: int) -> TensorDict:
     order in a resumed run, and independent of every other random stream."""
     generator = torch.Generator().manual_seed(seed * 1_000_033 + iteration * 7_919 + 17)
     return batch[torch.randperm(len(batch), generator=generator)]
-
-
-def data_parallel_order(num_rows: int, mini_batches: int, dp_size: int) -> list[torch.Tensor]:
-    """Row indices per DP rank: mini-batch m is rows [m*M, (m+1)*M); rank d takes its d-th equal
-    slice of every mini-batch, so the worker's k-th local slice is its share of mini-batch k."""
-    rows_per_mini = num_rows // mini_batches
-    share = rows_per_mini // dp_size
-    assert rows_per_mini * mini_batches == num_rows and share * dp_size == rows_per_mini, (
-        f"{num_rows} rows do not split into {mini_batches} mini-batches over {dp_size} DP ranks"
-    )
-    return [
-        torch.cat(
-            [
-                torch.arange(m * rows_per_mini + d * share, m * rows_per_mini + (d + 1) * share)
-                for m in range(mini_batches)
-            ]
-        )
-        for d in range(dp_size)
-    ]
-
-
-def megatron_rows(batch: TensorDict, pad_token_id: int) -> MegatronRows:
-    prompt_width = batch["prompts"].shape[1]
-    return to_megatron_rows(
-        batch["prompts"],
-        batch["attention_mask"][:, :prompt_width],
-        batch["responses"],
-        batch["response_mask"],
-        pad_token_id,
-    )
-
-
-def update_batch(batch: TensorDict, index: torch.Tensor, rows: MegatronRows) -> UpdateBatch:
-    """One DP rank's ``UpdateBatch`` (rows ``index`` of the batch)."""
-    old, ref = batch.get("old_log_probs", None), batch.get("ref_log_probs", None)
-    return UpdateBatch(
-        rows.select(index),
-        batch["loss_mask"][index],
-        batch["advantages"][index],
-        old[index] if old is not None else None,
-        batch["rollout_log_probs"][index],
-        ref[index] if ref is not None else None,
-    )

@@ -13,9 +13,7 @@ One iteration::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import sys
 import uuid
 
@@ -37,9 +35,11 @@ from mindspeed_rl.rollout.sampling import SamplingParams
 from mindspeed_rl.trainer import batch as batch_ops
 from mindspeed_rl.trainer.metrics import MetricsSink, non_finite
 from mindspeed_rl.trainer.profiling import IterationProfiler
+from mindspeed_rl.workers.actor_group import ActorGroup, RolloutGroup
 from mindspeed_rl.workers.group import WorkerGroup
 from mindspeed_rl.workers.reference import needs_reference
 from mindspeed_rl.workers.timing import Timer
+from mindspeed_rl.workers.worker_info import WorkerInfo
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class DAPOTrainer:
         self,
         config: RunConfig,
         workers: WorkerGroup,
-        worker_info: list[dict],
+        worker_info: list[WorkerInfo],
         tokenizer,
         loader: PromptDataLoader,
         scorer: RewardScorer,
@@ -59,17 +59,20 @@ class DAPOTrainer:
         self.config = config
         self.workers = workers
         self.info = worker_info
+        self.actor = ActorGroup(workers, worker_info, config)
+        self.rollout = RolloutGroup(
+            workers, worker_info, config.generate_config.infer_tensor_parallel_size
+        )
         self.tokenizer = tokenizer
         self.loader = loader
         self.scorer = scorer
         self.sink = sink
         self.validation_prompts = validation_prompts
-        rl, gen = config.rl_config, config.generate_config
+        rl = config.rl_config
         self.n = rl.n_samples_per_prompt
-        self.pad = worker_info[0]["pad_token_id"]
-        self.eos = worker_info[0]["eos_token_ids"]
-        self.dp_size = worker_info[0]["dp_size"]
-        self.engines = len(worker_info) // gen.infer_tensor_parallel_size
+        self.pad = worker_info[0].pad_token_id
+        self.eos = list(worker_info[0].eos_token_ids)
+        self.dp_size = worker_info[0].dp_size
         self.iteration = 0
         metric = rl.filter_groups_metric
         verifier = VERIFIERS[metric]
@@ -98,16 +101,6 @@ class DAPOTrainer:
     def _sampling(self, n: int, salt: int) -> SamplingParams:
         seed = self.config.actor.seed * 1_000_003 + salt
         return sampling_params(self.config.generate_config.sampling_config, n, seed)
-
-    def _generate(self, prompt_ids: list[list[int]], params: SamplingParams):
-        """Split prompts over the rollout engines (TP peers of an engine get the same share)."""
-        tp = self.config.generate_config.infer_tensor_parallel_size
-        chunks = [prompt_ids[e :: self.engines] for e in range(self.engines)]
-        per_rank = [(chunks[r // tp], _with_seed(params, r // tp)) for r in range(len(self.info))]
-        outputs = self.workers.call("generate", per_rank=per_rank)
-        return _interleave(
-            [outputs[e * tp] for e in range(self.engines)], len(prompt_ids), self.pad
-        )
 
     def _score(self, batch: TensorDict) -> dict[str, torch.Tensor]:
         rl = self.config.rl_config
@@ -145,7 +138,7 @@ class DAPOTrainer:
         prompts = self.loader.next_batch()
         self._iteration_prompts.extend(prompts.indices)
         ids = [list(map(int, p)) for p in prompts.prompt_ids]
-        out = self._generate(ids, self._sampling(self.n, salt))
+        out = self.rollout.generate(ids, self._sampling(self.n, salt))
         uids = [uuid.uuid4().hex for _ in ids]
         batch = batch_ops.generation_batch(
             ids, prompts.texts("labels"), uids, out, pad_token_id=self.pad,
@@ -233,22 +226,6 @@ class DAPOTrainer:
         advantages = group_norm_advantages(scores, batch.get("uid").tolist(), rl.norm_adv_by_std)
         batch.set("advantages", broadcast_to_tokens(advantages, batch["loss_mask"]))
 
-    def log_probs(
-        self, method: str, micro_batch_size: int | None, batch: TensorDict, rows, order
-    ) -> torch.Tensor:
-        """[B, R] log-probs of every row from the workers' ``method`` (compute_log_prob or
-        compute_ref_log_prob), each DP rank on its share ``order[dp_rank]``."""
-        mbs = micro_batch_size or self.config.actor.micro_batch_size
-        # every micro-batch of a pipeline schedule must have the same size
-        mbs = math.gcd(mbs, len(order[0]))
-        per_rank = [(rows.select(order[info["dp_rank"]]), mbs) for info in self.info]
-        results = self.workers.call(method, per_rank=per_rank)
-        out = torch.zeros_like(batch["rollout_log_probs"])
-        for info, lp in zip(self.info, results):
-            if lp is not None:
-                out[order[info["dp_rank"]]] = lp
-        return out
-
     def _apply_kl_in_reward(self, batch: TensorDict) -> dict[str, float]:
         """With ``use_kl_in_reward``: advantages from the KL-penalised scores. Returns the KL
         metrics (``actor/ref_log_prob_diff``: the actor's old log-probs vs the reference's, 0 at
@@ -280,51 +257,31 @@ class DAPOTrainer:
             self.prepare_update(batch)
             if rl.shuffle_mini_batch:
                 batch = batch_ops.shuffle_rows(batch, self.config.actor.seed, self.iteration)
-            rows = batch_ops.megatron_rows(batch, self.pad)
-            mini_batches = self._mini_batches(len(batch))
-            order = batch_ops.data_parallel_order(len(batch), mini_batches, self.dp_size)
-            if mini_batches * rl.epochs > 1 or rl.use_kl_in_reward:
+            planned = self.actor.plan(batch, self._mini_batches(len(batch)))
+            metrics.update(planned.metrics)
+            if planned.plan.mini_batches * rl.epochs > 1 or rl.use_kl_in_reward:
                 with timer.phase("old_log_prob"):
-                    batch.set(
-                        "old_log_probs",
-                        self.log_probs("compute_log_prob", rl.actor_forward_micro_batch_size,
-                                       batch, rows, order),
-                    )  # fmt: skip
+                    batch.set("old_log_probs", self.actor.log_probs(batch, planned))
                 mask = batch["response_mask"].bool()
                 metrics["rollout/log_prob_diff_vs_actor"] = float(
                     (batch["old_log_probs"] - batch["rollout_log_probs"])[mask].abs().mean()
                 )
             if self.kl_ctrl is not None:
                 with timer.phase("ref_log_prob"):
-                    batch.set(
-                        "ref_log_probs",
-                        self.log_probs("compute_ref_log_prob", rl.ref_forward_micro_batch_size,
-                                       batch, rows, order),
-                    )  # fmt: skip
+                    batch.set("ref_log_probs", self.actor.log_probs(batch, planned, reference=True))
                 metrics.update(self._apply_kl_in_reward(batch))
             kl_coef = self.kl_ctrl.value if self.kl_ctrl is not None else None
             with timer.phase("update"):
-                per_rank = [
-                    (batch_ops.update_batch(batch, order[i["dp_rank"]], rows), mini_batches,
-                     rl.epochs, self.config.actor.micro_batch_size, kl_coef)
-                    for i in self.info
-                ]  # fmt: skip
-                for result in self.workers.call("update", per_rank=per_rank):
-                    metrics.update(result)
+                metrics.update(self.actor.update(batch, planned, kl_coef))
             if self.kl_ctrl is not None:
                 metrics["actor/kl_coef"] = kl_coef
                 # the controller's measure: the rewards' KL when it is there, else the loss's
                 measured = metrics.get("rewards/kl", metrics.get("actor/kl", 0.0))
                 self.kl_ctrl.update(measured, len(batch))
             with timer.phase("sync"):
-                versions = self.workers.call("sync_weights")
-            if any(engine != actor for engine, actor in versions):
-                raise RuntimeError(f"rollout engines run other weights than the actor: {versions}")
-            self.actor_version = versions[0][1]
+                self.actor_version = self.actor.sync_weights()
             metrics["actor/weight_version"] = float(self.actor_version)
-            for rank_metrics in self.workers.call("memory_metrics"):  # the busiest rank's
-                for key, value in rank_metrics.items():
-                    metrics[key] = max(metrics.get(key, 0.0), value)
+            metrics.update(self.actor.memory_metrics())
         metrics.update(timer.metrics())
         metrics.update(self._compute_share(metrics["timing/total"]))
         tokens = float(batch["attention_mask"].sum())
@@ -348,7 +305,7 @@ class DAPOTrainer:
         """Sampled accuracy on the held-out prompts, one sample each, same verifiers."""
         prompts = self.validation_prompts
         ids = [list(map(int, p)) for p in prompts.prompt_ids]
-        out = self._generate(ids, self._sampling(1, salt=-1 - self.iteration))
+        out = self.rollout.generate(ids, self._sampling(1, salt=-1 - self.iteration))
         texts = self.tokenizer.batch_decode(
             [r[m.bool()].tolist() for r, m in zip(out.responses, out.response_mask)],
             skip_special_tokens=True,
@@ -388,7 +345,7 @@ class DAPOTrainer:
         root = actor.save
         self.workers.call("save_checkpoint", root, self.iteration)
         if actor.no_shared_storage:
-            finalizers = [i["rank"] for i in self.info if i["local_rank"] == 0]
+            finalizers = [i.rank for i in self.info if i.local_rank == 0]
         else:
             finalizers = [0]
         refs = [
@@ -449,33 +406,3 @@ class DAPOTrainer:
                 or (actor.save_interval and self.iteration % actor.save_interval == 0)
             ):
                 self.save_checkpoint()
-
-
-def _with_seed(params: SamplingParams, engine: int) -> SamplingParams:
-    seed = None if params.seed is None else params.seed * 31 + engine
-    return dataclasses.replace(params, seed=seed)
-
-
-def _interleave(outputs: list, num_prompts: int, pad_token_id: int):
-    """Merge engine outputs (engine e had prompts e, e+E, ...) back into prompt order."""
-    from mindspeed_rl.rollout.base import pack_responses
-
-    engines = len(outputs)
-    rows: dict[int, list] = {}
-    for e, out in enumerate(outputs):
-        if out is None:
-            continue
-        for row, local in enumerate(out.prompt_index):
-            length = int(out.response_mask[row].sum())
-            rows.setdefault(local * engines + e, []).append(
-                (out.responses[row, :length].tolist(), out.rollout_log_probs[row, :length],
-                 out.finish_reasons[row])
-            )  # fmt: skip
-    sequences, log_probs, reasons, index = [], [], [], []
-    for p in range(num_prompts):
-        for tokens, lp, why in rows[p]:
-            sequences.append(tokens)
-            log_probs.append(lp)
-            reasons.append(why)
-            index.append(p)
-    return pack_responses(sequences, log_probs, reasons, index, pad_token_id)

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class RunResult:
     history: list[dict[str, float]]
-    worker_info: list[dict]
+    worker_info: list  # WorkerInfo per rank
     prompt_log: list[list[int]]
 
 
@@ -153,9 +153,7 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
                 for p in workers.placements
             ],
         )
-        for item, placement in zip(info, workers.placements):
-            item["local_rank"] = placement.local_rank
-        logger.info("workers ready: %s", [(i["rank"], i["dp_rank"], i["tp_rank"]) for i in info])
+        logger.info("workers ready: %s", [(i.rank, i.dp_rank, i.tp_rank) for i in info])
         trainer = DAPOTrainer(config, workers, info, tokenizer, loader, scorer, sink, validation)
         if resume_state is not None:
             trainer.load_state_dict(resume_state)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -21,7 +21,7 @@ from mindspeed_rl.algorithms.policy_loss import clip_bounds, policy_loss
 from mindspeed_rl.config.schema import MegatronConfig, ModelConfig, RLConfig
 from mindspeed_rl.platform.distributed import ParallelLayout
 from mindspeed_rl.workers.forward_pass import forward_log_probs, response_log_probs, run_schedule
-from mindspeed_rl.workers.rows import MegatronRows
+from mindspeed_rl.workers.rows import MegatronRows, chunk_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +72,10 @@ class UpdateBatch:
             ),
         )
 
-    def micro_batches(self, size: int) -> Iterator[UpdateBatch]:
-        for start in range(0, len(self), size):
-            yield self.slice(start, start + size)
+    def micro_batches(self, sizes: int | Sequence[int]) -> Iterator[UpdateBatch]:
+        """Consecutive micro-batches of ``sizes`` rows (``rows.chunk_bounds``)."""
+        for start, end in chunk_bounds(len(self), sizes):
+            yield self.slice(start, end)
 
 
 class MegatronActor:
@@ -178,13 +179,18 @@ class MegatronActor:
 
     # --- operations --------------------------------------------------------------------------
 
-    def compute_log_prob(self, rows: MegatronRows, micro_batch_size: int) -> torch.Tensor | None:
+    def compute_log_prob(
+        self, rows: MegatronRows, micro_batches: int | Sequence[int]
+    ) -> torch.Tensor | None:
         """Log-probs [B, R] of the responses under the current weights, on the last pipeline
-        stage (None on the others)."""
-        return forward_log_probs(self.model, self.device, self.temperature, rows, micro_batch_size)
+        stage (None on the others). ``micro_batches``: rows per micro-batch (``chunk_bounds``)."""
+        return forward_log_probs(self.model, self.device, self.temperature, rows, micro_batches)
 
     def backward_mini_batch(
-        self, batch: UpdateBatch, micro_batch_size: int, kl_coef: float | None = None
+        self,
+        batch: UpdateBatch,
+        micro_batches: int | Sequence[int],
+        kl_coef: float | None = None,
     ) -> dict[str, float]:
         """Forward + backward of one mini-batch (this DP rank's share); gradients accumulate in
         the DDP buffers, reduced over DP. ``kl_coef``: the KL loss coefficient of this iteration
@@ -193,7 +199,7 @@ class MegatronActor:
         from megatron.core import parallel_state
 
         self.model.train()
-        micros = list(batch.micro_batches(micro_batch_size))
+        micros = list(batch.micro_batches(micro_batches))
         dp_size = parallel_state.get_data_parallel_world_size()
         # [the loss's denominator, valid tokens (of the token-mean metrics)], one all-reduce
         counts = torch.stack(

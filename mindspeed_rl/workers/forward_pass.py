@@ -7,6 +7,8 @@ weights equal the actor's bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from mindspeed_rl.workers.logprobs import token_log_probs
@@ -61,14 +63,14 @@ def forward_log_probs(
     device: torch.device,
     temperature: float,
     rows: MegatronRows,
-    micro_batch_size: int,
+    micro_batches: int | Sequence[int],
 ) -> torch.Tensor | None:
     """Log-probs [B, R] of the responses under ``model``'s weights, on the last pipeline stage
-    (None on the others), on the host."""
+    (None on the others), on the host. ``micro_batches``: rows per micro-batch."""
     from megatron.core import parallel_state
 
     model.eval()
-    micros = rows.split(micro_batch_size)
+    micros = rows.split(micro_batches)
 
     def loss_func_for(index: int):
         def loss_func(logits):

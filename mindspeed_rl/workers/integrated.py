@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -21,7 +20,9 @@ from mindspeed_rl.rollout.base import RolloutOutput
 from mindspeed_rl.rollout.sampling import SamplingParams
 from mindspeed_rl.workers.offload import TrainStateOffloader
 from mindspeed_rl.workers.residency import PHASES, MemoryLedger, enter_phase
+from mindspeed_rl.workers.rows import chunk_bounds
 from mindspeed_rl.workers.timing import Timer
+from mindspeed_rl.workers.worker_info import WorkerInfo
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class IntegratedWorker:
         total_optimizer_steps: int,
         threads: int = 1,
         resume: dict[str, int] | None = None,
-    ) -> dict[str, Any]:
+    ) -> WorkerInfo:
         """Initialise this rank. ``resume``: {'iteration', 'actor_version'} to restore a training
         checkpoint from ``actor_config.load`` (finetune: false); else ``load`` gives the starting
         weights only (finetune semantics)."""
@@ -168,19 +169,20 @@ class IntegratedWorker:
                 gen, hf_dir, hf_dir, self.eos_token_ids, self.pad_token_id, actor_cfg.seed
             )
         self.sync_weights()
-        return {
-            "rank": self.rank,
-            "dp_rank": ps.get_data_parallel_rank(),
-            "dp_size": ps.get_data_parallel_world_size(),
-            "tp_rank": ps.get_tensor_model_parallel_rank(),
-            "pp_rank": ps.get_pipeline_model_parallel_rank(),
-            "last_stage": ps.is_pipeline_last_stage(),
-            "pid": os.getpid(),
-            "node_id": _ray_node_id(),
-            "engine": kind,
-            "eos_token_ids": self.eos_token_ids,
-            "pad_token_id": self.pad_token_id,
-        }
+        return WorkerInfo(
+            rank=self.rank,
+            local_rank=local_rank,
+            dp_rank=ps.get_data_parallel_rank(),
+            dp_size=ps.get_data_parallel_world_size(),
+            tp_rank=ps.get_tensor_model_parallel_rank(),
+            pp_rank=ps.get_pipeline_model_parallel_rank(),
+            last_stage=ps.is_pipeline_last_stage(),
+            pid=os.getpid(),
+            node_id=_ray_node_id(),
+            engine=kind,
+            eos_token_ids=tuple(self.eos_token_ids),
+            pad_token_id=self.pad_token_id,
+        )
 
     # --- checkpoints ---------------------------------------------------------------------------
 
@@ -278,50 +280,53 @@ class IntegratedWorker:
 
     # --- training ------------------------------------------------------------------------------
 
-    def compute_log_prob(self, rows, micro_batch_size: int) -> torch.Tensor | None:
-        return self._log_prob_pass("log_prob", "old_log_prob", self.actor, rows, micro_batch_size)
+    def compute_log_prob(self, rows, micro_batches) -> torch.Tensor | None:
+        """Old log-probs [B, R] of this DP rank's ``rows``; ``micro_batches``: rows per
+        micro-batch, an int or the planned counts (``workers/batch_plan.py``)."""
+        return self._log_prob_pass("log_prob", "old_log_prob", self.actor, rows, micro_batches)
 
-    def compute_ref_log_prob(self, rows, micro_batch_size: int) -> torch.Tensor | None:
+    def compute_ref_log_prob(self, rows, micro_batches) -> torch.Tensor | None:
         """Log-probs of the responses under the reference model (a KL term is configured)."""
         if self.reference is None:
             raise RuntimeError("no reference model: neither use_kl_loss nor use_kl_in_reward is on")
         return self._log_prob_pass(
-            "ref_log_prob", "ref_log_prob", self.reference, rows, micro_batch_size
+            "ref_log_prob", "ref_log_prob", self.reference, rows, micro_batches
         )
 
-    def _log_prob_pass(self, phase: str, timed: str, model, rows, micro_batch_size: int):
+    def _log_prob_pass(self, phase: str, timed: str, model, rows, micro_batches):
         """[B, R] on the last stage's TP rank 0 (the one copy the driver reads), else None."""
         from megatron.core import parallel_state as ps
 
         self._enter(phase)
         with self.compute.phase(timed):
-            lp = model.compute_log_prob(rows, micro_batch_size)
+            lp = model.compute_log_prob(rows, micro_batches)
         return lp if lp is not None and ps.get_tensor_model_parallel_rank() == 0 else None
 
     def update(
         self,
         batch,
-        mini_batches: int,
+        micro_batches: list[list[int]],
         epochs: int,
-        micro_batch_size: int,
         kl_coef: float | None = None,
     ) -> dict:
-        """``mini_batches`` x ``epochs`` optimizer steps over this DP rank's rows (mini-batch m is
-        the m-th equal slice). ``kl_coef``: the KL controller's coefficient of this iteration.
-        Returns metrics averaged over the steps (last stage, TP rank 0)."""
+        """``epochs`` passes of one optimizer step per mini-batch over this DP rank's rows.
+        ``micro_batches``: per mini-batch, the rows of each micro-batch (consecutive slices of
+        ``batch``, as ``workers/batch_plan.py`` plans them; ``equal_micro_batches`` for equal
+        slices). ``kl_coef``: the KL controller's coefficient of this iteration. Returns metrics
+        averaged over the steps (last stage, TP rank 0)."""
         from megatron.core import parallel_state as ps
 
         self._enter("update")
-        rows_per_mini = len(batch) // mini_batches
+        bounds = chunk_bounds(len(batch), [sum(sizes) for sizes in micro_batches])
         totals: dict[str, float] = {}
         steps = 0
         grad_norms = []
         for _ in range(epochs):
-            for m in range(mini_batches):
-                part = batch.slice(m * rows_per_mini, (m + 1) * rows_per_mini)
+            for (start, end), sizes in zip(bounds, micro_batches):
+                part = batch.slice(start, end)
                 with self.compute.phase("update"):
                     self.actor.zero_grad()
-                    metrics = self.actor.backward_mini_batch(part, micro_batch_size, kl_coef)
+                    metrics = self.actor.backward_mini_batch(part, sizes, kl_coef)
                     ok, grad_norm = self.actor.step()
                 if not ok:
                     raise RuntimeError("optimizer step failed (non-finite gradients)")

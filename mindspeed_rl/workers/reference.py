@@ -11,6 +11,7 @@ its log-prob pass (``workers/residency.py``'s ``ref_log_prob`` phase).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -72,5 +73,7 @@ class ReferenceModel:
         logger.info("reference model: %s (iteration %s)", load_path, iteration)
         self.offloader = ModuleOffloader(module)
 
-    def compute_log_prob(self, rows: MegatronRows, micro_batch_size: int) -> torch.Tensor | None:
-        return forward_log_probs(self.module, self.device, self.temperature, rows, micro_batch_size)
+    def compute_log_prob(
+        self, rows: MegatronRows, micro_batches: int | Sequence[int]
+    ) -> torch.Tensor | None:
+        return forward_log_probs(self.module, self.device, self.temperature, rows, micro_batches)

@@ -9,8 +9,23 @@ right-padded; ``response_start`` remembers where its response begins.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import torch
+
+
+def chunk_bounds(total: int, sizes: int | Sequence[int]) -> list[tuple[int, int]]:
+    """[start, end) of consecutive chunks of ``total`` rows: ``sizes`` rows each (an int), or the
+    given counts (a sequence adding up to ``total``)."""
+    if isinstance(sizes, int):
+        return [(i, min(i + sizes, total)) for i in range(0, total, sizes)]
+    if sum(sizes) != total or min(sizes, default=1) < 1:
+        raise ValueError(f"micro-batch sizes {list(sizes)} do not cut {total} rows")
+    bounds, start = [], 0
+    for size in sizes:
+        bounds.append((start, start + size))
+        start += size
+    return bounds
 
 
 @dataclasses.dataclass
@@ -30,9 +45,11 @@ class MegatronRows:
         """The rows at ``index`` (a slice or an index tensor)."""
         return MegatronRows(self.tokens[index], self.response_start[index], self.response_width)
 
-    def split(self, size: int) -> list[MegatronRows]:
-        """Consecutive chunks of ``size`` rows (the last may be smaller)."""
-        return [self.select(slice(i, i + size)) for i in range(0, self.tokens.shape[0], size)]
+    def split(self, sizes: int | Sequence[int]) -> list[MegatronRows]:
+        """Consecutive chunks: of ``sizes`` rows each (an int; the last may be smaller), or of
+        the given row counts (a sequence that adds up to the rows)."""
+        bounds = chunk_bounds(self.tokens.shape[0], sizes)
+        return [self.select(slice(a, b)) for a, b in bounds]
 
     def position_ids(self) -> torch.Tensor:
         batch, length = self.tokens.shape

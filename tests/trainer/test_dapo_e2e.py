@@ -114,7 +114,7 @@ def test_a_run_beside_another_cluster_trains_on_its_own(trained, foreign_cluster
     _, result, _ = trained
     proc, foreign_node = foreign_cluster
     assert len(result.history) == ITERATIONS
-    assert foreign_node and {i["node_id"] for i in result.worker_info}.isdisjoint({foreign_node})
+    assert foreign_node and {i.node_id for i in result.worker_info}.isdisjoint({foreign_node})
     assert proc.poll() is None, "the other cluster is left running"
 
 
@@ -139,7 +139,7 @@ def test_two_node_cluster_places_one_worker_per_node(assets):
     try:
         ray.init(address=cluster.address)
         result = run_training(_config(assets, "megatron_training.train_iters=1"))
-        nodes = {info["node_id"] for info in result.worker_info}
+        nodes = {info.node_id for info in result.worker_info}
         assert len(nodes) == 2 and len(result.history) == 1
     finally:
         ray.shutdown()

@@ -36,7 +36,7 @@ def mini_batch() -> dict[str, torch.Tensor]:
     }
 
 
-def _grads(dp_rank: int, dp: int, micro_batch_size: int, run_index: int) -> dict:
+def _grads(dp_rank: int, dp: int, micro_batch_size: int | list[int], run_index: int) -> dict:
     from mindspeed_rl.workers.actor import MegatronActor, UpdateBatch
     from mindspeed_rl.workers.rows import to_megatron_rows
 
@@ -85,6 +85,8 @@ def run_dp2(rank: int, world_size: int) -> dict:
     return {
         "whole": _grads(rank, 2, micro_batch_size=BATCH // 2, run_index=0),
         "mbs1": _grads(rank, 2, micro_batch_size=1, run_index=1),
+        # token-budget micro-batches: a different cut on each rank, the same count
+        "planned": _grads(rank, 2, micro_batch_size=[1, 3] if rank == 0 else [3, 1], run_index=2),
     }
 
 

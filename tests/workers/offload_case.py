@@ -83,6 +83,7 @@ def run_iterations(config, iterations: int, save_root: str) -> dict:
 
     from mindspeed_rl.checkpoint import mcore_layout
     from mindspeed_rl.rollout.sampling import SamplingParams
+    from mindspeed_rl.workers.batch_plan import equal_micro_batches
     from mindspeed_rl.workers.integrated import IntegratedWorker
 
     worker = IntegratedWorker(0)
@@ -98,12 +99,13 @@ def run_iterations(config, iterations: int, save_root: str) -> dict:
             out = worker.generate(prompts.tolist(), params)
             rows, batch = _update_batch(prompts, out, it, worker.pad_token_id)
             first_rows = first_rows or rows
-            logprobs.append(worker.compute_log_prob(rows, micro_batch_size=4))
+            logprobs.append(worker.compute_log_prob(rows, 4))
             batch.old_log_probs = logprobs[-1]
             if worker.reference is not None:
-                batch.ref_log_probs = worker.compute_ref_log_prob(rows, micro_batch_size=4)
-                fixed_ref.append(worker.compute_ref_log_prob(first_rows, micro_batch_size=4))
-            metrics.append(worker.update(batch, mini_batches=1, epochs=1, micro_batch_size=4))
+                batch.ref_log_probs = worker.compute_ref_log_prob(rows, 4)
+                fixed_ref.append(worker.compute_ref_log_prob(first_rows, 4))
+            micros = equal_micro_batches(len(batch), mini_batches=1, rows_per_micro=4)
+            metrics.append(worker.update(batch, micros, epochs=1))
             actor.append(_weights(worker.actor.module))  # resident until the sync releases them
             worker.sync_weights()
             engine.append(_weights(worker.engine.model))

@@ -27,6 +27,7 @@ def test_gradient_is_invariant_to_micro_batch_size_and_data_parallel_size():
     for rank in dp2:
         assert _max_rel(rank["whole"]["grads"], reference) <= 1e-5
         assert _max_rel(rank["mbs1"]["grads"], reference) <= 1e-5
+        assert _max_rel(rank["planned"]["grads"], reference) <= 1e-5
     # metrics are mini-batch values whatever the split
     for key in ("pg_loss", "pg_clipfrac", "entropy"):
         value = dp1["whole"]["metrics"][key]

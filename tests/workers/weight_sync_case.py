@@ -82,7 +82,7 @@ def run(rank: int, world_size: int) -> dict:
             prompts[row, 6 - len(PROMPTS[p]) :] = torch.tensor(PROMPTS[p])
             prompt_mask[row, 6 - len(PROMPTS[p]) :] = 1
         rows = to_megatron_rows(prompts, prompt_mask, out.responses, out.response_mask, 0)
-        recomputed = actor.compute_log_prob(rows, micro_batch_size=2)
+        recomputed = actor.compute_log_prob(rows, 2)
         mask = out.response_mask.bool()
         result["logprob_mean_abs_diff"] = (
             (recomputed - out.rollout_log_probs)[mask].abs().mean().item()
@@ -92,11 +92,11 @@ def run(rank: int, world_size: int) -> dict:
         advantages = torch.randn(len(rows.tokens), 1, generator=torch.Generator().manual_seed(0))
         batch = UpdateBatch(rows, out.response_mask, advantages.expand_as(recomputed).clone(), None)
         actor.zero_grad()
-        actor.backward_mini_batch(batch, micro_batch_size=3)
+        actor.backward_mini_batch(batch, 3)
         ok, _ = actor.step()
         result["step_ok"] = ok
         # the update moves log-probs in the direction of the advantages
-        after = actor.compute_log_prob(rows, micro_batch_size=2)
+        after = actor.compute_log_prob(rows, 2)
         change = ((after - recomputed) * mask).sum(-1) / mask.sum(-1)
         result["direction"] = float((change * advantages.squeeze(-1)).sum())
         with torch.no_grad():

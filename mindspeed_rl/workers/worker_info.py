@@ -1,0 +1,23 @@
+"""What each integrated worker reports to the driver after set-up."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """What one rank reports after set-up."""
+
+    rank: int
+    local_rank: int
+    dp_rank: int
+    dp_size: int
+    tp_rank: int
+    pp_rank: int
+    last_stage: bool
+    pid: int
+    node_id: str | None
+    engine: str
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int

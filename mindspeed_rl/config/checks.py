@@ -239,6 +239,7 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
             f"{model.moe_router_topk} exceeds num_experts = {model.num_experts}",
         )
     problems.extend(kl_problems(config, where))
+    problems.extend(batching_problems(config, where))
     if rl.use_wandb and not rl.wandb_project:
         report("rl_config.wandb_project", "required with use_wandb")
     profiler = config.profiler
@@ -310,4 +311,37 @@ def kl_problems(config: RunConfig, where: Callable[[str], str]) -> list[Problem]
         )
     elif ref is not None and not Path(ref).is_dir():
         report(ref_key, f"{ref}: directory not found")
+    return problems
+
+
+BUDGET_KEYS = ("max_packing_token_size", "ref_max_packing_token_size",
+               "actor_max_packing_token_size", "update_max_packing_token_size")  # fmt: skip
+ROW_CAP_KEYS = ("dynamic_max_batch_size", "ref_dynamic_max_batch_size",
+                "actor_dynamic_max_batch_size", "update_dynamic_max_batch_size")  # fmt: skip
+
+
+def batching_problems(config: RunConfig, where: Callable[[str], str]) -> list[Problem]:
+    """Token-budget micro-batches (docs/packing.md)."""
+    rl, sampling = config.rl_config, config.generate_config.sampling_config
+    problems: list[Problem] = []
+    if not rl.use_dynamic_bsz:
+        for key in BUDGET_KEYS + ROW_CAP_KEYS:
+            if key in rl.model_fields_set and getattr(rl, key) is not None:
+                problems.append(
+                    Problem(where(f"rl_config.{key}"), f"rl_config.{key}",
+                            "is read only with use_dynamic_bsz: true")
+                )  # fmt: skip
+        return problems
+    longest = rl.max_prompt_length + sampling.max_tokens
+    for key in BUDGET_KEYS:
+        value = getattr(rl, key)
+        if value is not None and value < longest:
+            problems.append(
+                Problem(
+                    where(f"rl_config.{key}"), f"rl_config.{key}",
+                    f"{value} tokens cannot hold one sample of max_prompt_length + "
+                    f"sampling_config.max_tokens = {longest} tokens; the Ascend guide suggests "
+                    f"twice that ({2 * longest})",
+                )
+            )  # fmt: skip
     return problems

@@ -184,6 +184,39 @@ class RLConfig(Section):
     integrated_mode_config: IntegratedModeConfig = _f(
         IntegratedModeConfig(), "The reference model's weights (built only with a KL term)."
     )
+    use_remove_padding: bool = _f(
+        False, "Pack each micro-batch's sequences end to end (THD) instead of padding them."
+    )
+    use_dynamic_bsz: bool = _f(
+        False, "Micro-batches by a token budget (max_packing_token_size) instead of row counts."
+    )
+    max_packing_token_size: int = _f(
+        4096, "Token budget of a dynamic micro-batch (every prompt + response must fit).", gt=0
+    )
+    ref_max_packing_token_size: int | None = _f(
+        None, "Budget of the reference log-prob pass (default: max_packing_token_size).", gt=0
+    )
+    actor_max_packing_token_size: int | None = _f(
+        None, "Budget of the old log-prob pass (default: max_packing_token_size).", gt=0
+    )
+    update_max_packing_token_size: int | None = _f(
+        None, "Budget of the update (default: max_packing_token_size).", gt=0
+    )
+    dynamic_max_batch_size: int | None = _f(
+        None, "Most rows in a dynamic micro-batch (None = no cap).", gt=0
+    )
+    ref_dynamic_max_batch_size: int | None = _f(
+        None, "Row cap of the reference pass (default: dynamic_max_batch_size).", gt=0
+    )
+    actor_dynamic_max_batch_size: int | None = _f(
+        None, "Row cap of the old log-prob pass (default: dynamic_max_batch_size).", gt=0
+    )
+    update_dynamic_max_batch_size: int | None = _f(
+        None, "Row cap of the update (default: dynamic_max_batch_size).", gt=0
+    )
+    use_dp_batch_balance: bool = _f(
+        False, "Give data-parallel ranks equal tokens (not equal positions) of each mini-batch."
+    )
     rule_reward: Literal[True] = _f(True, "Rewards from rule verifiers (the only kind).")
     verifier_function: list[str] = _f(["acc_for_dapo"], "Rule verifiers by name.")
     verifier_weight: list[float] = _f([1.0], "One weight per verifier.")

@@ -45,11 +45,6 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
         "distributed_backend": (None, "nccl", "hccl"),
     },
     "rl_config": {
-        "use_remove_padding": _OFF,
-        "use_dynamic_bsz": _OFF,
-        "max_packing_token_size": (None,),
-        "dynamic_max_batch_size": (None,),
-        "use_dp_batch_balance": _OFF,
         "use_swanlab": _OFF,
         "partial_rollout_max_split": (None, 1),
         "actor_logprob_dispatch_size": (None,),

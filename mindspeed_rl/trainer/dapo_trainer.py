@@ -259,7 +259,7 @@ class DAPOTrainer:
                 batch = batch_ops.shuffle_rows(batch, self.config.actor.seed, self.iteration)
             planned = self.actor.plan(batch, self._mini_batches(len(batch)))
             metrics.update(planned.metrics)
-            if planned.plan.mini_batches * rl.epochs > 1 or rl.use_kl_in_reward:
+            if planned.update.mini_batches * rl.epochs > 1 or rl.use_kl_in_reward:
                 with timer.phase("old_log_prob"):
                     batch.set("old_log_probs", self.actor.log_probs(batch, planned))
                 mask = batch["response_mask"].bool()

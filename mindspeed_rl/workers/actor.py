@@ -21,6 +21,7 @@ from mindspeed_rl.algorithms.policy_loss import clip_bounds, policy_loss
 from mindspeed_rl.config.schema import MegatronConfig, ModelConfig, RLConfig
 from mindspeed_rl.platform.distributed import ParallelLayout
 from mindspeed_rl.workers.forward_pass import forward_log_probs, response_log_probs, run_schedule
+from mindspeed_rl.workers.packing import micro_layout
 from mindspeed_rl.workers.rows import MegatronRows, chunk_bounds
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class MegatronActor:
             model_config, layout, params_dtype, perform_initialization=initialize,
             **model_build_options(actor_config),
         )  # fmt: skip
+        self.micro_layout = micro_layout(rl_config, actor_config, module.config, host_mask=True)
         # on the rank's device before DDP wraps it: DDP's buffers (and, without the distributed
         # optimizer, the parameters themselves) are allocated where the module is
         module.to(self.device)
@@ -184,7 +186,9 @@ class MegatronActor:
     ) -> torch.Tensor | None:
         """Log-probs [B, R] of the responses under the current weights, on the last pipeline
         stage (None on the others). ``micro_batches``: rows per micro-batch (``chunk_bounds``)."""
-        return forward_log_probs(self.model, self.device, self.temperature, rows, micro_batches)
+        return forward_log_probs(
+            self.model, self.device, self.temperature, rows, micro_batches, self.micro_layout
+        )
 
     def backward_mini_batch(
         self,
@@ -215,12 +219,12 @@ class MegatronActor:
         rl = self.rl
         kl_coef = rl.init_kl_coef if kl_coef is None else kl_coef
 
-        def loss_func_for(index: int):
+        def loss_func_for(index: int, shaped):
             micro = micros[index].to(self.device)
 
             def loss_func(logits):
                 lp, entropy = response_log_probs(
-                    logits, micro.rows, self.temperature, with_entropy=True
+                    logits, shaped, self.temperature, with_entropy=True
                 )
                 old = micro.old_log_probs if micro.old_log_probs is not None else lp.detach()
                 out = policy_loss(
@@ -248,8 +252,9 @@ class MegatronActor:
             return loss_func
 
         outputs = run_schedule(
-            self.model, self.device, [m.rows for m in micros], loss_func_for, forward_only=False
-        )
+            self.model, self.device, [m.rows for m in micros], loss_func_for, forward_only=False,
+            layout=self.micro_layout,
+        )  # fmt: skip
         metrics: dict[str, torch.Tensor] = {}
         for out in outputs:
             for key, value in out.items():

@@ -20,7 +20,14 @@ from mindspeed_rl.config.schema import RunConfig
 from mindspeed_rl.rollout.base import RolloutOutput, pack_responses
 from mindspeed_rl.rollout.sampling import SamplingParams
 from mindspeed_rl.workers.actor import UpdateBatch
-from mindspeed_rl.workers.batch_plan import BatchPlan, MicroBatching, plan_batch, plan_metrics
+from mindspeed_rl.workers.batch_plan import (
+    BatchPlan,
+    MicroBatching,
+    data_parallel_shares,
+    one_group,
+    plan_batch,
+    plan_metrics,
+)
 from mindspeed_rl.workers.rows import MegatronRows, to_megatron_rows
 from mindspeed_rl.workers.worker_info import WorkerInfo
 
@@ -39,10 +46,13 @@ def megatron_rows(batch: TensorDict, pad_token_id: int) -> MegatronRows:
 
 @dataclasses.dataclass
 class PlannedBatch:
-    """A batch cut for the actor group: its rows, the plan, and the plan's metrics."""
+    """A batch cut for the actor group: its rows, each row's tokens, the DP shares (per rank, per
+    mini-batch), the update's micro-batches and the cut's metrics."""
 
     rows: MegatronRows
-    plan: BatchPlan
+    lengths: torch.Tensor
+    shares: list[list[list[int]]]
+    update: BatchPlan
     metrics: dict[str, float]
 
 
@@ -56,37 +66,63 @@ class ActorGroup:
         self.dp_size = infos[0].dp_size
         self.pad_token_id = infos[0].pad_token_id
 
+    def micro_batching(self, phase: str, rows_per_rank: int) -> MicroBatching:
+        """``phase``: update, actor (old log-probs) or ref: its token budget and row cap with
+        ``use_dynamic_bsz`` (the Ascend suite's per-phase keys, defaulting to the shared ones),
+        else its micro-batch rows."""
+        actor, rl = self.config.actor, self.config.rl_config
+        if rl.use_dynamic_bsz:
+            budget, cap = {
+                "update": (rl.update_max_packing_token_size, rl.update_dynamic_max_batch_size),
+                "actor": (rl.actor_max_packing_token_size, rl.actor_dynamic_max_batch_size),
+                "ref": (rl.ref_max_packing_token_size, rl.ref_dynamic_max_batch_size),
+            }[phase]
+            return MicroBatching(
+                token_budget=budget or rl.max_packing_token_size,
+                max_rows=cap or rl.dynamic_max_batch_size,
+            )
+        if phase == "update":
+            return MicroBatching(rows=actor.micro_batch_size)
+        wanted = {"actor": rl.actor_forward_micro_batch_size,
+                  "ref": rl.ref_forward_micro_batch_size}[phase]  # fmt: skip
+        # a pipeline schedule needs one micro-batch size: the largest that cuts the rank's rows
+        return MicroBatching(rows=math.gcd(wanted or actor.micro_batch_size, rows_per_rank))
+
     def plan(self, batch: TensorDict, mini_batches: int) -> PlannedBatch:
         """Rows in ``mini_batches`` equal mini-batches (mini-batch m: rows [m*M, (m+1)*M) of
         ``batch``), each split over the DP ranks and into micro-batches."""
+        rl = self.config.rl_config
         rows = megatron_rows(batch, self.pad_token_id)
-        lengths = rows.response_start + batch["response_mask"].sum(-1)
-        micro = MicroBatching(rows=self.config.actor.micro_batch_size)
-        plan = plan_batch(lengths, mini_batches, self.dp_size, micro)
-        metrics = plan_metrics(lengths, plan, packed=False, padded_width=rows.tokens.shape[1])
-        return PlannedBatch(rows, plan, metrics)
+        lengths = rows.lengths
+        shares = data_parallel_shares(lengths, mini_batches, self.dp_size, rl.use_dp_batch_balance)
+        update = plan_batch(lengths, shares, self.micro_batching("update", 0))
+        metrics = plan_metrics(
+            lengths, update, packed=rl.use_remove_padding,
+            padded_width=None if rl.use_dynamic_bsz else rows.tokens.shape[1],
+        )  # fmt: skip
+        return PlannedBatch(rows, lengths, shares, update, metrics)
 
-    def _per_rank(self, planned: PlannedBatch, payload) -> list[tuple]:
-        return [payload(planned.plan.order[info.dp_rank], info.dp_rank) for info in self.infos]
+    def _per_rank(self, plan: BatchPlan, payload) -> list[tuple]:
+        return [payload(plan.order[info.dp_rank], info.dp_rank) for info in self.infos]
 
     def log_probs(
         self, batch: TensorDict, planned: PlannedBatch, reference: bool = False
     ) -> torch.Tensor:
         """[B, R] log-probs of every row, by the actor (old log-probs) or the reference model."""
-        rl = self.config.rl_config
-        wanted = rl.ref_forward_micro_batch_size if reference else rl.actor_forward_micro_batch_size
-        rows_per_rank = len(planned.plan.order[0])
-        # a pipeline schedule needs one micro-batch size: the largest that cuts the rank's rows
-        size = math.gcd(wanted or self.config.actor.micro_batch_size, rows_per_rank)
+        groups = one_group(planned.shares)
+        micro = self.micro_batching("ref" if reference else "actor", len(groups[0][0]))
+        plan = plan_batch(planned.lengths, groups, micro)
         method = "compute_ref_log_prob" if reference else "compute_log_prob"
         results = self.workers.call(
             method,
-            per_rank=self._per_rank(planned, lambda idx, _: (planned.rows.select(idx), size)),
+            per_rank=self._per_rank(
+                plan, lambda idx, d: (planned.rows.select(idx), plan.micro_sizes[d][0])
+            ),
         )
         out = torch.zeros_like(batch["rollout_log_probs"])
         for info, lp in zip(self.infos, results):
             if lp is not None:
-                out[planned.plan.order[info.dp_rank]] = lp
+                out[plan.order[info.dp_rank]] = lp
         return out
 
     def update(self, batch: TensorDict, planned: PlannedBatch, kl_coef: float | None) -> dict:
@@ -102,10 +138,12 @@ class ActorGroup:
                 batch["rollout_log_probs"][index],
                 ref[index] if ref is not None else None,
             )
-            return share, planned.plan.micro_sizes[dp_rank], self.config.rl_config.epochs, kl_coef
+            epochs = self.config.rl_config.epochs
+            return share, planned.update.micro_sizes[dp_rank], epochs, kl_coef
 
         metrics: dict[str, float] = {}
-        for result in self.workers.call("update", per_rank=self._per_rank(planned, payload)):
+        calls = self._per_rank(planned.update, payload)
+        for result in self.workers.call("update", per_rank=calls):
             metrics.update(result)
         return metrics
 

@@ -111,17 +111,15 @@ def _micro_batches(
 
 
 def plan_batch(
-    lengths: torch.Tensor,
-    mini_batches: int,
-    dp_size: int,
-    micro: MicroBatching,
-    balance_dp: bool = False,
+    lengths: torch.Tensor, shares: list[list[list[int]]], micro: MicroBatching
 ) -> BatchPlan:
-    """``lengths`` [B]: tokens of each row (prompt + response)."""
-    shares = data_parallel_shares(lengths, mini_batches, dp_size, balance_dp)
+    """``lengths`` [B]: tokens of each row (prompt + response); ``shares``: per DP rank, its rows
+    in groups that are stepped together (the mini-batches of an update, or one group for a
+    log-prob pass). Each group is cut into micro-batches, the same number on every rank."""
+    dp_size = len(shares)
     order: list[list[int]] = [[] for _ in range(dp_size)]
     sizes: list[list[list[int]]] = [[] for _ in range(dp_size)]
-    for m in range(mini_batches):
+    for m in range(len(shares[0])):
         grouped = _micro_batches(lengths, [shares[d][m] for d in range(dp_size)], micro)
         for d, micros in enumerate(grouped):
             for rows in micros:
@@ -130,19 +128,28 @@ def plan_batch(
     return BatchPlan([torch.tensor(o, dtype=torch.long) for o in order], sizes)
 
 
+def one_group(shares: list[list[list[int]]]) -> list[list[list[int]]]:
+    """The same rows per rank as a single group (a log-prob pass has no mini-batches)."""
+    return [[[row for group in rank for row in group]] for rank in shares]
+
+
 def plan_metrics(
-    lengths: torch.Tensor, plan: BatchPlan, packed: bool, padded_width: int
+    lengths: torch.Tensor, plan: BatchPlan, packed: bool, padded_width: int | None
 ) -> dict[str, float]:
     """``batch/real_token_share`` (real / computed tokens), ``batch/tokens_per_micro_batch``
     (computed, mean) and ``batch/dp_imbalance`` (max / mean real tokens per DP rank). Computed
-    tokens: packed micro-batches hold their rows' tokens; padded ones rows x ``padded_width``."""
+    tokens: packed micro-batches hold their rows' tokens; padded ones rows x ``padded_width``
+    (None: each micro-batch's own longest row)."""
     computed, micro_count, per_rank = 0, 0, []
     for order, minis in zip(plan.order, plan.sizes_flat()):
         start = 0
         for size in minis:
             rows = order[start : start + size]
             start += size
-            computed += int(lengths[rows].sum()) if packed else size * padded_width
+            if packed:
+                computed += int(lengths[rows].sum())
+            else:
+                computed += size * (padded_width or int(lengths[rows].max()))
             micro_count += 1
         per_rank.append(int(lengths[order].sum()))
     real = int(lengths.sum())

@@ -12,7 +12,10 @@ from collections.abc import Sequence
 import torch
 
 from mindspeed_rl.workers.logprobs import token_log_probs
+from mindspeed_rl.workers.packing import MicroLayout, PackedRows
 from mindspeed_rl.workers.rows import MegatronRows
+
+PADDED = MicroLayout()  # the rows as built: every row padded to the batch's longest
 
 
 def run_schedule(
@@ -21,33 +24,46 @@ def run_schedule(
     rows: list[MegatronRows],
     loss_func_for,
     forward_only: bool,
+    layout: MicroLayout = PADDED,
 ) -> list[dict]:
-    """Run Megatron's schedule over micro-batches ``rows``; ``loss_func_for(i)`` builds the loss
-    function of micro-batch i (called on the last pipeline stage only)."""
+    """Run Megatron's schedule over micro-batches ``rows``; ``loss_func_for(i, shaped)`` builds
+    the loss function of micro-batch i (called on the last pipeline stage only), ``shaped`` being
+    its rows as the model saw them (``layout.apply``: padded or trimmed ``MegatronRows``, or
+    ``PackedRows``)."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
+    layouts = [layout.apply(r) for r in rows]
+
     def forward_step(data_iterator, model):
-        index, micro = next(data_iterator)
-        output = model(
-            micro.tokens.to(device),
-            micro.position_ids().to(device),
-            micro.causal_mask().to(device),
-        )
-        return output, loss_func_for(index)
+        index, shaped = next(data_iterator)
+        if isinstance(shaped, PackedRows):
+            output = model(
+                shaped.tokens.to(device),
+                shaped.position_ids().to(device),
+                None,
+                packed_seq_params=shaped.packed_seq_params(device),
+            )
+        else:
+            mask = shaped.causal_mask().to(device) if layout.host_mask else None
+            output = model(shaped.tokens.to(device), shaped.position_ids().to(device), mask)
+        return output, loss_func_for(index, shaped)
 
     return get_forward_backward_func()(
         forward_step_func=forward_step,
-        data_iterator=iter(enumerate(rows)),
+        data_iterator=iter(enumerate(layouts)),
         model=[model],
-        num_microbatches=len(rows),
-        seq_length=rows[0].tokens.shape[1],
-        micro_batch_size=rows[0].tokens.shape[0],
+        num_microbatches=len(layouts),
+        # packed micro-batches differ in length: the config's variable_seq_lengths makes the
+        # pipeline send shapes first (set where packing is switched on)
+        seq_length=max(shaped.tokens.shape[1] for shaped in layouts),
+        micro_batch_size=layouts[0].tokens.shape[0],
         forward_only=forward_only,
     )
 
 
-def response_log_probs(logits, rows: MegatronRows, temperature: float, with_entropy: bool):
-    """Log-probs (and entropy) [B, R] of the response tokens of ``rows`` from ``logits``."""
+def response_log_probs(logits, rows, temperature: float, with_entropy: bool):
+    """Log-probs (and entropy) [B, R] of the response tokens of ``rows`` (a micro-batch's
+    ``MegatronRows`` or ``PackedRows``) from its ``logits``."""
     lp, entropy = token_log_probs(
         logits[:, :-1], rows.tokens[:, 1:].to(logits.device), temperature,
         with_entropy=with_entropy,
@@ -64,22 +80,24 @@ def forward_log_probs(
     temperature: float,
     rows: MegatronRows,
     micro_batches: int | Sequence[int],
+    layout: MicroLayout = PADDED,
 ) -> torch.Tensor | None:
     """Log-probs [B, R] of the responses under ``model``'s weights, on the last pipeline stage
-    (None on the others), on the host. ``micro_batches``: rows per micro-batch."""
+    (None on the others), on the host. ``micro_batches``: rows per micro-batch; ``layout``: how
+    they reach the model (``run_schedule``)."""
     from megatron.core import parallel_state
 
     model.eval()
     micros = rows.split(micro_batches)
 
-    def loss_func_for(index: int):
+    def loss_func_for(index: int, shaped):
         def loss_func(logits):
-            lp, _ = response_log_probs(logits, micros[index], temperature, with_entropy=False)
+            lp, _ = response_log_probs(logits, shaped, temperature, with_entropy=False)
             return lp.sum() * 0.0, {"log_probs": lp}
 
         return loss_func
 
-    outputs = run_schedule(model, device, micros, loss_func_for, forward_only=True)
+    outputs = run_schedule(model, device, micros, loss_func_for, forward_only=True, layout=layout)
     if not parallel_state.is_pipeline_last_stage():
         return None
     return torch.cat([o["log_probs"] for o in outputs], dim=0).cpu()

@@ -134,7 +134,7 @@ class IntegratedWorker:
         self.reference = None
         if needs_reference(rl):
             self.reference = ReferenceModel(
-                self.actor.model_config, actor_cfg, self.layout,
+                self.actor.model_config, actor_cfg, rl, self.layout,
                 reference_load_path(actor_cfg, rl), self._shard_layout(), self._shard_position(),
                 dtype, temperature=gen.sampling_config.temperature,
             )  # fmt: skip

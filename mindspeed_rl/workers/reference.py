@@ -20,6 +20,7 @@ from mindspeed_rl.config.schema import MegatronConfig, ModelConfig, RLConfig
 from mindspeed_rl.platform.distributed import ParallelLayout
 from mindspeed_rl.workers.forward_pass import forward_log_probs
 from mindspeed_rl.workers.offload import ModuleOffloader
+from mindspeed_rl.workers.packing import micro_layout
 from mindspeed_rl.workers.rows import MegatronRows
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class ReferenceModel:
         self,
         model_config: ModelConfig,
         actor_config: MegatronConfig,
+        rl_config: RLConfig,
         layout: ParallelLayout,
         load_path: str,
         shard_layout,
@@ -63,6 +65,7 @@ class ReferenceModel:
             model_config, layout, params_dtype, perform_initialization=False,
             **model_build_options(actor_config),
         )  # fmt: skip
+        self.micro_layout = micro_layout(rl_config, actor_config, module.config, host_mask=True)
         module.requires_grad_(False)
         module.to(self.device)
         check_placement(module, self.device)
@@ -76,4 +79,6 @@ class ReferenceModel:
     def compute_log_prob(
         self, rows: MegatronRows, micro_batches: int | Sequence[int]
     ) -> torch.Tensor | None:
-        return forward_log_probs(self.module, self.device, self.temperature, rows, micro_batches)
+        return forward_log_probs(
+            self.module, self.device, self.temperature, rows, micro_batches, self.micro_layout
+        )

@@ -33,6 +33,7 @@ class MegatronRows:
     tokens: torch.Tensor  # [B, L] int64, right-padded
     response_start: torch.Tensor  # [B] index of the first response token in ``tokens``
     response_width: int  # R of the contract's [B, R] tensors
+    lengths: torch.Tensor | None = None  # [B] valid tokens per row (prompt + response)
 
     def causal_mask(self) -> torch.Tensor:
         """Megatron's boolean mask [B, 1, L, L] (True = masked): causal; padding comes last, so
@@ -43,7 +44,10 @@ class MegatronRows:
 
     def select(self, index: slice | torch.Tensor) -> MegatronRows:
         """The rows at ``index`` (a slice or an index tensor)."""
-        return MegatronRows(self.tokens[index], self.response_start[index], self.response_width)
+        lengths = None if self.lengths is None else self.lengths[index]
+        return MegatronRows(
+            self.tokens[index], self.response_start[index], self.response_width, lengths
+        )
 
     def split(self, sizes: int | Sequence[int]) -> list[MegatronRows]:
         """Consecutive chunks: of ``sizes`` rows each (an int; the last may be smaller), or of
@@ -87,4 +91,9 @@ def to_megatron_rows(
         response = responses[i][response_mask[i].bool()]
         row = torch.cat([prompt, response])
         tokens[i, : row.numel()] = row
-    return MegatronRows(tokens=tokens, response_start=prompt_lengths.long(), response_width=width)
+    return MegatronRows(
+        tokens=tokens,
+        response_start=prompt_lengths.long(),
+        response_width=width,
+        lengths=row_lengths.long(),
+    )

@@ -88,7 +88,7 @@ def test_config_path_and_yaml_path(tmp_path):
 
 
 def test_recognised_but_inert_keys_are_accepted():
-    config = load_run_config(BASE, overrides=["rl_config.use_remove_padding=false"])
+    config = load_run_config(BASE, overrides=["rl_config.guarantee_order=false"])
     assert config.rl_config.n_samples_per_prompt == 8
 
 
@@ -124,7 +124,11 @@ BROKEN_BY_OVERRIDE = [
     (["generate_config.max_model_len=3000"], "generate_config.max_model_len", "max_prompt_length"),
     (["rl_config.verifier_function=[acc_for_dapoo]", "rl_config.filter_groups_enable=false"],
      "rl_config.verifier_function", "Did you mean 'acc_for_dapo'"),
-    (["rl_config.use_dynamic_bsz=true"], "rl_config.use_dynamic_bsz", "recognised, not supported yet"),
+    (["rl_config.guarantee_order=true"], "rl_config.guarantee_order", "recognised, not supported yet"),
+    (["rl_config.use_dynamic_bsz=true", "rl_config.update_max_packing_token_size=100"],
+     "rl_config.update_max_packing_token_size", "cannot hold one sample"),
+    (["rl_config.max_packing_token_size=8192"], "rl_config.max_packing_token_size",
+     "read only with use_dynamic_bsz"),
     (["generate_config.infer_pipeline_parallel_size=2"],
      "generate_config.infer_pipeline_parallel_size", "Input should be 1"),
     (["actor_config.lr_decay_style=exp"], "actor_config.lr_decay_style", "'constant'"),

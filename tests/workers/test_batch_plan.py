@@ -7,7 +7,13 @@ import itertools
 import pytest
 import torch
 
-from mindspeed_rl.workers.batch_plan import MicroBatching, plan_batch, plan_metrics
+from mindspeed_rl.workers.batch_plan import (
+    MicroBatching,
+    data_parallel_shares,
+    one_group,
+    plan_batch,
+    plan_metrics,
+)
 from mindspeed_rl.workers.partition import karmarkar_karp, parts_within_budget
 
 
@@ -53,7 +59,8 @@ def test_parts_within_budget_respects_budget_and_row_cap():
 
 
 def test_fixed_micro_batches_keep_the_positional_split():
-    plan = plan_batch(torch.ones(16, dtype=torch.long), 2, 2, MicroBatching(rows=2))
+    lengths = torch.ones(16, dtype=torch.long)
+    plan = plan_batch(lengths, data_parallel_shares(lengths, 2, 2, False), MicroBatching(rows=2))
     # mini-batch m is rows [8m, 8m+8); rank d takes its d-th half of each
     assert plan.order[0].tolist() == [0, 1, 2, 3, 8, 9, 10, 11]
     assert plan.order[1].tolist() == [4, 5, 6, 7, 12, 13, 14, 15]
@@ -63,7 +70,8 @@ def test_fixed_micro_batches_keep_the_positional_split():
 def test_token_budget_micro_batches_are_equal_in_count_across_ranks():
     lengths = torch.tensor(_lognormal(48, 2))
     budget = int(lengths.max()) * 2
-    plan = plan_batch(lengths, 2, 3, MicroBatching(token_budget=budget), balance_dp=True)
+    shares = data_parallel_shares(lengths, 2, 3, balance=True)
+    plan = plan_batch(lengths, shares, MicroBatching(token_budget=budget))
     seen = []
     for d in range(3):
         order = plan.order[d].tolist()
@@ -85,10 +93,21 @@ def test_token_budget_micro_batches_are_equal_in_count_across_ranks():
 
 def test_plan_metrics_by_hand():
     lengths = torch.tensor([3, 1, 2, 2])
-    plan = plan_batch(lengths, 1, 2, MicroBatching(rows=1))  # rank 0: rows 0, 1; rank 1: 2, 3
+    shares = data_parallel_shares(lengths, 1, 2, balance=False)  # rank 0: rows 0, 1; 1: 2, 3
+    plan = plan_batch(lengths, shares, MicroBatching(rows=1))
     padded = plan_metrics(lengths, plan, packed=False, padded_width=3)
     assert padded == {"batch/real_token_share": 8 / 12, "batch/tokens_per_micro_batch": 3.0,
                       "batch/dp_imbalance": 1.0}  # fmt: skip
     packed = plan_metrics(lengths, plan, packed=True, padded_width=3)
     assert packed["batch/real_token_share"] == 1.0
     assert packed["batch/tokens_per_micro_batch"] == 2.0
+
+
+def test_a_log_prob_pass_plans_each_ranks_rows_as_one_group():
+    lengths = torch.tensor(_lognormal(24, 3))
+    shares = data_parallel_shares(lengths, 3, 2, balance=False)
+    budget = int(lengths.max()) + 100
+    plan = plan_batch(lengths, one_group(shares), MicroBatching(token_budget=budget, max_rows=3))
+    for d in range(2):
+        assert sorted(plan.order[d].tolist()) == sorted(r for g in shares[d] for r in g)
+        assert len(plan.micro_sizes[d]) == 1 and max(plan.micro_sizes[d][0]) <= 3

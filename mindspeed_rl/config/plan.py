@@ -26,6 +26,8 @@ class RunPlan:
     rollout_expert_parallel: int
     rollout_engines: int
     dynamic_sampling: str
+    sequences: str
+    micro_batches: str
     kl_loss: bool
     kl_in_reward: bool
     reference_model: str
@@ -64,6 +66,8 @@ def make_plan(config: RunConfig) -> RunPlan:
         rollout_expert_parallel=gen.infer_expert_parallel_size,
         rollout_engines=rl.actor_resource.num_npus // gen.infer_tensor_parallel_size,
         dynamic_sampling=dynamic,
+        sequences="packed (THD)" if rl.use_remove_padding else "padded",
+        micro_batches=_micro_batches(config),
         kl_loss=rl.use_kl_loss,
         kl_in_reward=rl.use_kl_in_reward,
         reference_model=_reference(config),
@@ -82,3 +86,12 @@ def _reference(config: RunConfig) -> str:
         else ")"
     )
     return f"{path}, {rl.kl_penalty}, coefficient {coef}"
+
+
+def _micro_batches(config: RunConfig) -> str:
+    rl = config.rl_config
+    balance = ", DP ranks balanced by tokens" if rl.use_dp_batch_balance else ""
+    if not rl.use_dynamic_bsz:
+        return f"{config.actor.micro_batch_size} rows{balance}"
+    cap = f", at most {rl.dynamic_max_batch_size} rows" if rl.dynamic_max_batch_size else ""
+    return f"token budget {rl.max_packing_token_size}{cap}{balance}"

@@ -22,6 +22,8 @@ SUMMARY_KEYS = (
     ("rewards/kl", "reward_kl", "{:.2e}"),
     ("actor/kl_coef", "kl_coef", "{:.2e}"),
     ("response_length/mean", "resp_len", "{:.1f}"),
+    ("batch/real_token_share", "real_tok", "{:.2f}"),
+    ("batch/dp_imbalance", "dp_imb", "{:.2f}"),
     ("dynamic_sampling/num_gen_batches", "gen_batches", "{:.0f}"),
     ("timing/total", "time", "{:.1f}s"),
     ("throughput/e2e_tokens_per_s_per_device", "tok/s/dev", "{:.1f}"),

@@ -115,7 +115,13 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
     if layout_ok:
         dp = data_parallel_size(config)
         samples = rl.mini_batch_size * rl.n_samples_per_prompt
-        if samples % (dp * actor.micro_batch_size):
+        if rl.use_dynamic_bsz and samples % dp:
+            report(
+                "rl_config.mini_batch_size",
+                f"mini_batch_size x n_samples_per_prompt = {samples} samples cannot be split "
+                f"over DP ({dp}) ranks equally",
+            )
+        elif not rl.use_dynamic_bsz and samples % (dp * actor.micro_batch_size):
             report(
                 "actor_config.micro_batch_size",
                 f"mini_batch_size x n_samples_per_prompt = {samples} samples cannot be split "

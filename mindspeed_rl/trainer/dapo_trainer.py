@@ -188,6 +188,9 @@ class DAPOTrainer:
         return trained, metrics
 
     def _row_divisor(self) -> int:
+        """Rows of a partial batch must split over DP ranks (and into fixed micro-batches)."""
+        if self.config.rl_config.use_dynamic_bsz:
+            return self.dp_size
         return self.dp_size * self.config.actor.micro_batch_size
 
     def _rollout_metrics(self, batch: TensorDict) -> dict[str, float]:

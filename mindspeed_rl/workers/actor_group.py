@@ -66,7 +66,7 @@ class ActorGroup:
         self.dp_size = infos[0].dp_size
         self.pad_token_id = infos[0].pad_token_id
 
-    def micro_batching(self, phase: str, rows_per_rank: int) -> MicroBatching:
+    def micro_batching(self, phase: str, rows_per_rank: int = 0) -> MicroBatching:
         """``phase``: update, actor (old log-probs) or ref: its token budget and row cap with
         ``use_dynamic_bsz`` (the Ascend suite's per-phase keys, defaulting to the shared ones),
         else its micro-batch rows."""
@@ -95,7 +95,7 @@ class ActorGroup:
         rows = megatron_rows(batch, self.pad_token_id)
         lengths = rows.lengths
         shares = data_parallel_shares(lengths, mini_batches, self.dp_size, rl.use_dp_batch_balance)
-        update = plan_batch(lengths, shares, self.micro_batching("update", 0))
+        update = plan_batch(lengths, shares, self.micro_batching("update"))
         metrics = plan_metrics(
             lengths, update, packed=rl.use_remove_padding,
             padded_width=None if rl.use_dynamic_bsz else rows.tokens.shape[1],

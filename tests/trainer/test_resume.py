@@ -158,3 +158,17 @@ def test_resumed_run_with_kl_is_bit_identical(assets, tmp_path):
     assert coefs[0] == 0.2 and len(set(coefs)) == 4, coefs
     assert load_trainer_state(tmp_path / "b", 4)["kl_ctrl"]["value"] != 0.2
     assert h[0]["timing/ref_log_prob"] > 0 and h[0]["compute/ref_log_prob"] > 0
+
+
+def test_resumed_run_packed_with_token_budget_micro_batches_is_bit_identical(assets, tmp_path):
+    """use_remove_padding + use_dynamic_bsz + use_dp_batch_balance: trains and resumes exactly;
+    the budget (2 x the longest possible row) cuts each rank's mini-batch share in several."""
+    packed = ("rl_config.use_remove_padding=true", "rl_config.use_dynamic_bsz=true",
+              "rl_config.max_packing_token_size=184", "rl_config.use_dp_batch_balance=true")  # fmt: skip
+    straight, _, _, history = _straight_and_resumed(assets, tmp_path, *packed)
+    keys = COMPARED + ("batch/real_token_share", "batch/dp_imbalance")
+    _assert_same(straight.history, history, keys)
+    for h in straight.history:
+        assert h["batch/real_token_share"] == 1.0  # packed: no padding is computed
+        assert h["batch/tokens_per_micro_batch"] <= 184
+        assert h["batch/dp_imbalance"] < 1.05

@@ -102,6 +102,7 @@ class MegatronActor:
         from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
         from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
+        from mindspeed_rl.models import layer_specs
         from mindspeed_rl.models.gpt_builder import build_gpt_model
         from mindspeed_rl.platform.device import current_device, device_type
 
@@ -115,6 +116,12 @@ class MegatronActor:
         self.rl = rl_config
         self.temperature = temperature  # of the rollout: log-probs of logits / temperature
         self.actor_config = actor_config
+        self.backend = layer_specs.platform_backend()
+        self._host_mask = layer_specs.needs_host_mask(self.backend)
+        # sequence parallelism splits each micro-batch's sequence dimension over TP ranks
+        self._sequence_multiple = (
+            layout.tensor_model_parallel_size if actor_config.sequence_parallel else 1
+        )
         self.loss_agg_mode = resolve_loss_agg_mode(
             rl_config.token_level_loss, rl_config.loss_agg_mode
         )
@@ -125,7 +132,8 @@ class MegatronActor:
             rl_config.clip_ratio_high,
         )
         module = build_gpt_model(
-            model_config, layout, params_dtype, perform_initialization=initialize,
+            model_config, layout, params_dtype, backend=self.backend,
+            perform_initialization=initialize,
             # accelerators create each TP shard on the device; the host path would first
             # initialise every full weight in fp32
             use_cpu_initialization=device_type() == "cpu",
@@ -133,6 +141,7 @@ class MegatronActor:
             init_method_std=actor_config.init_method_std,
             hidden_dropout=actor_config.hidden_dropout,
             attention_dropout=actor_config.attention_dropout,
+            **parallel_and_memory_fields(actor_config),
         )  # fmt: skip
         # on the rank's device before DDP wraps it: DDP's buffers (and, without the distributed
         # optimizer, the parameters themselves) are allocated where the module is
@@ -193,11 +202,9 @@ class MegatronActor:
 
         def forward_step(data_iterator, model):
             index, micro = next(data_iterator)
-            output = model(
-                micro.tokens.to(device),
-                micro.position_ids().to(device),
-                micro.causal_mask().to(device),
-            )
+            # the project's and TE's attention are causal by construction: no [B, 1, L, L] mask
+            mask = micro.causal_mask().to(device) if self._host_mask else None
+            output = model(micro.tokens.to(device), micro.position_ids().to(device), mask)
             return output, loss_func_for(index)
 
         return get_forward_backward_func()(
@@ -228,7 +235,7 @@ class MegatronActor:
         from megatron.core import parallel_state
 
         self.model.eval()
-        micros = rows.split(micro_batch_size)
+        micros = _pad_to_multiple(rows, self._sequence_multiple).split(micro_batch_size)
 
         def loss_func_for(index: int):
             def loss_func(logits):
@@ -249,6 +256,9 @@ class MegatronActor:
         from megatron.core import parallel_state
 
         self.model.train()
+        batch = dataclasses.replace(
+            batch, rows=_pad_to_multiple(batch.rows, self._sequence_multiple)
+        )
         micros = list(batch.micro_batches(micro_batch_size))
         dp_size = parallel_state.get_data_parallel_world_size()
         # [the loss's denominator, valid tokens (of the token-mean metrics)], one all-reduce
@@ -320,6 +330,32 @@ class MegatronActor:
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+
+def parallel_and_memory_fields(config: MegatronConfig) -> dict[str, object]:
+    """The YAML's sequence-parallel and activation-recompute keys as ``TransformerConfig``
+    fields (config/checks.py has already refused inconsistent combinations)."""
+    fields: dict[str, object] = dict(
+        sequence_parallel=config.sequence_parallel,
+        recompute_granularity=config.recompute_granularity,
+    )
+    if config.recompute_granularity == "full":
+        fields.update(
+            recompute_method=config.recompute_method,
+            recompute_num_layers=config.recompute_num_layers,
+        )
+    return fields
+
+
+def _pad_to_multiple(rows: MegatronRows, multiple: int) -> MegatronRows:
+    """``rows`` right-padded to a length that ``multiple`` divides (sequence parallelism splits
+    the sequence evenly). Padding comes after every row's end: causal attention never lets a
+    real position see it, and the response gather never reads it."""
+    pad = -rows.tokens.shape[1] % multiple
+    if pad == 0:
+        return rows
+    tokens = torch.nn.functional.pad(rows.tokens, (0, pad))
+    return MegatronRows(tokens, rows.response_start, rows.response_width)
 
 
 def _check_placement(module: torch.nn.Module, device: torch.device) -> None:

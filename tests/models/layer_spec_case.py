@@ -58,12 +58,17 @@ def run(rank: int, world_size: int) -> dict:
             out[name]["diff_no_mask"] = float((no_mask - expected).abs().max())
             out[name]["diff_mask"] = float((_logits(project, tokens, mask) - expected).abs().max())
             out[name]["scale"] = float(expected.abs().max())
-        # the TE spec: megatron-core's TE extension in every role of the local spec
+        # the TE spec: megatron-core's TE extension in every role of the local spec (0.12.x's
+        # extension imports transformer_engine unguarded: nothing to inspect without TE)
+        try:
+            from megatron.core.extensions import transformer_engine as te_ext
+        except ModuleNotFoundError as err:
+            out["te"] = {"missing": err.name}
+            return out
         config = transformer_config(GQA_BIAS)
         te = layer_specs.decoder_spec(GQA_BIAS, config, layer_specs.TRANSFORMER_ENGINE)
         layer = te.submodules.layer_specs[0].submodules
         attention, mlp = layer.self_attention.submodules, layer.mlp.submodules
-        from megatron.core.extensions import transformer_engine as te_ext
 
         out["te"] = {
             "layers": len(te.submodules.layer_specs),

@@ -39,6 +39,9 @@ def test_project_spec_equals_megatron_local_spec_and_te_spec_keeps_the_layout():
         assert case["scale"] > 0.5, "O(1) logits: a wrong attention cannot hide"
         assert case["diff_no_mask"] <= 1e-5, (name, case["diff_no_mask"])
         assert case["diff_mask"] <= 1e-5, (name, case["diff_mask"])
+    if "missing" in result["te"]:  # megatron-core 0.12.x without transformer-engine
+        assert result["te"]["missing"] == "transformer_engine"
+        return
     assert result["te"]["layers"] == 2
     assert all(result["te"]["roles"]), result["te"]["roles"]
     assert not any(result["te"]["local_left"])

@@ -21,6 +21,26 @@ def _logits(gpt, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
         return gpt(tokens, positions, mask)
 
 
+def _packed_against_separate(gpt) -> float:
+    """Sequences packed into one THD row (``PackedSeqParams``) against each run alone: RoPE
+    restarts and attention stops at every boundary. Max abs logits difference."""
+    from megatron.core.packed_seq_params import PackedSeqParams
+
+    lengths = [5, 1, 7]
+    g = torch.Generator().manual_seed(1)
+    parts = [torch.randint(0, 64, (1, n), generator=g) for n in lengths]
+    packed = torch.cat(parts, dim=1)
+    cu = torch.tensor([0, 5, 6, 13], dtype=torch.int32)
+    params = PackedSeqParams(
+        qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu, max_seqlen_q=7, max_seqlen_kv=7
+    )
+    positions = torch.arange(packed.shape[1]).unsqueeze(0)
+    with torch.no_grad():
+        together = gpt(packed, positions, None, packed_seq_params=params)
+    alone = torch.cat([_logits(gpt, part, None) for part in parts], dim=1)
+    return float((together - alone).abs().max())
+
+
 def run(rank: int, world_size: int) -> dict:
     from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
     from megatron.core.transformer.dot_product_attention import DotProductAttention
@@ -58,6 +78,7 @@ def run(rank: int, world_size: int) -> dict:
             out[name]["diff_no_mask"] = float((no_mask - expected).abs().max())
             out[name]["diff_mask"] = float((_logits(project, tokens, mask) - expected).abs().max())
             out[name]["scale"] = float(expected.abs().max())
+        out["packed_diff"] = _packed_against_separate(project)
         # the TE spec: megatron-core's TE extension in every role of the local spec (0.12.x's
         # extension imports transformer_engine unguarded: nothing to inspect without TE)
         try:

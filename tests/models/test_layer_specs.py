@@ -39,6 +39,8 @@ def test_project_spec_equals_megatron_local_spec_and_te_spec_keeps_the_layout():
         assert case["scale"] > 0.5, "O(1) logits: a wrong attention cannot hide"
         assert case["diff_no_mask"] <= 1e-5, (name, case["diff_no_mask"])
         assert case["diff_mask"] <= 1e-5, (name, case["diff_mask"])
+    # packed sequences (THD) through the whole model, ready for sequence packing
+    assert result["packed_diff"] <= 1e-5, result["packed_diff"]
     if "missing" in result["te"]:  # megatron-core 0.12.x without transformer-engine
         assert result["te"]["missing"] == "transformer_engine"
         return

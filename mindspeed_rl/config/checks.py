@@ -115,7 +115,7 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
         )
     if actor.sequence_parallel and tp == 1:
         report("megatron_training.sequence_parallel", "needs tensor_model_parallel_size > 1")
-    for key, problem in recompute_problems(actor, model.num_layers // pp if pp else 0):
+    for key, problem in recompute_problems(actor, model.num_layers // pp):
         report(f"actor_config.{key}", problem)
     if devices % gen.infer_tensor_parallel_size:
         report(

@@ -89,22 +89,24 @@ class SDPAttention(torch.nn.Module):
     ) -> torch.Tensor:
         """[b, h, s, d] attention; keys / values with g <= h heads serve h / g queries each."""
         dropout = self.dropout if self.training else 0.0
-        if mask is None:
-            kwargs = dict(is_causal=q.shape[-2] > 1)
-        else:
-            kwargs = dict(attn_mask=~mask)  # SDPA's boolean mask: True = attend
-        call = lambda: F.scaled_dot_product_attention(  # noqa: E731
-            q, k, v, dropout_p=dropout, scale=self.softmax_scale,
-            enable_gqa=k.shape[1] != q.shape[1], **kwargs,
-        )  # fmt: skip
         if dropout > 0 and not self.config.sequence_parallel:
             # as megatron's DotProductAttention: heads differ per TP rank, so their dropout
             # masks come from the model-parallel RNG stream
             from megatron.core import tensor_parallel
 
             with tensor_parallel.get_cuda_rng_tracker().fork():
-                return call()
-        return call()
+                return self._sdpa(q, k, v, mask, dropout)
+        return self._sdpa(q, k, v, mask, dropout)
+
+    def _sdpa(self, q, k, v, mask: torch.Tensor | None, dropout: float) -> torch.Tensor:
+        if mask is None:
+            causality = dict(is_causal=q.shape[-2] > 1)
+        else:
+            causality = dict(attn_mask=~mask)  # SDPA's boolean mask: True = attend
+        return F.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout, scale=self.softmax_scale,
+            enable_gqa=k.shape[1] != q.shape[1], **causality,
+        )  # fmt: skip
 
     def _packed(self, query, key, value, params) -> torch.Tensor:
         """Sequences laid end to end ([t, h, d]), each attending causally within itself.

@@ -36,7 +36,7 @@ setup(
         # torch_npu must match the host's torch and CANN; MindSpeed and vllm-ascend are
         # installed from source (docs/install.md).
         "npu": ["torch_npu>=2.5"],
-        "gpu": ["vllm>=0.8"],
+        "gpu": ["vllm>=0.8", "transformer_engine[pytorch]>=2.0"],
         "test": ["pytest>=8", "ruff>=0.6"],
         "tensorboard": ["tensorboard>=2.15"],
         "wandb": ["wandb>=0.17"],

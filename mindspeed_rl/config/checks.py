@@ -27,6 +27,35 @@ def data_parallel_size(config: RunConfig) -> int:
     )
 
 
+def recompute_problems(actor, layers_per_stage: int) -> list[tuple[str, str]]:
+    """(key, problem) pairs of the recompute keys (megatron-core's ``TransformerConfig`` rules,
+    reported before any worker starts; a key that would be ignored is a problem too)."""
+    granularity, method, layers = (
+        actor.recompute_granularity,
+        actor.recompute_method,
+        actor.recompute_num_layers,
+    )
+    problems = []
+    if granularity != "full":
+        for key, value in (("recompute_method", method), ("recompute_num_layers", layers)):
+            if value is not None:
+                problems.append(
+                    (key, f"{value!r} applies to recompute_granularity: full only (it is "
+                          f"{granularity!r}); remove it or set full")
+                )  # fmt: skip
+    elif method is None or layers is None:
+        problems.append(
+            ("recompute_granularity", "full needs recompute_method (uniform | block) and "
+                                      "recompute_num_layers")
+        )  # fmt: skip
+    elif layers > layers_per_stage:
+        problems.append(
+            ("recompute_num_layers", f"{layers} exceeds the {layers_per_stage} layers of a "
+                                     "pipeline stage")
+        )  # fmt: skip
+    return problems
+
+
 def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list[Problem]:
     problems: list[Problem] = []
 
@@ -86,6 +115,8 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
         )
     if actor.sequence_parallel and tp == 1:
         report("megatron_training.sequence_parallel", "needs tensor_model_parallel_size > 1")
+    for key, problem in recompute_problems(actor, model.num_layers // pp):
+        report(f"actor_config.{key}", problem)
     if devices % gen.infer_tensor_parallel_size:
         report(
             "generate_config.infer_tensor_parallel_size",

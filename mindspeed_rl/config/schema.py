@@ -85,6 +85,15 @@ class MegatronConfig(Section):
     log_interval: int = _f(1, "Print the summary line every N iterations.", gt=0)
     num_workers: int = _f(0, "Data-loading worker processes.", ge=0)
     sequence_parallel: bool = _f(False, "Megatron sequence parallelism (with TP > 1).")
+    recompute_granularity: Literal["full", "selective"] | None = _f(
+        None, "Activation recompute: whole layers (full) or core attention (selective)."
+    )
+    recompute_method: Literal["uniform", "block"] | None = _f(
+        None, "With full recompute: layers in groups of N (uniform) or the first N (block)."
+    )
+    recompute_num_layers: int | None = _f(
+        None, "With full recompute: N of recompute_method (per pipeline stage).", gt=0
+    )
     use_distributed_optimizer: bool = _f(False, "Shard optimizer state over data-parallel ranks.")
     bf16: bool = _f(False, "bf16 parameters with fp32 main weights.")
     attention_dropout: float = _f(0.0, "Attention dropout.", ge=0, lt=1)

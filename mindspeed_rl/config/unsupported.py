@@ -15,9 +15,6 @@ _OFF = (None, False, 0, "", [])
 # section -> key -> the values that leave the feature off
 UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
     "megatron_training": {
-        "recompute_granularity": (None,),
-        "recompute_method": (None,),
-        "recompute_num_layers": (None, 0),
         "recompute_activation_function": _OFF,
         "swap_attention": _OFF,
         "swap_optimizer": _OFF,

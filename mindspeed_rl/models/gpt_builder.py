@@ -1,4 +1,4 @@
-"""ModelConfig -> megatron-core ``TransformerConfig``, local layer spec and ``GPTModel``.
+"""ModelConfig -> megatron-core ``TransformerConfig``, the platform's layer spec and ``GPTModel``.
 
 The one builder for every path: a model YAML (``configs/model/*.yaml``) and a Hugging Face
 ``config.json`` (through ``hf_config.model_config_from_hf``) both arrive as a
@@ -46,11 +46,10 @@ def transformer_config(
 ):
     """The ``TransformerConfig`` of ``model`` in ``layout``.
 
-    Kernel fusions and sequence parallelism are off and parameters are created on the host
-    (``use_cpu_initialization``); a training worker passes what its platform supports as
-    ``overrides`` (any ``TransformerConfig`` field) and moves the model to its device. Note:
-    megatron-core refuses to *train* MoE with TP > 1 without sequence parallelism, which its local
-    spec (torch norms) cannot do; forward-only use (log-probs, the logits check) is fine.
+    Kernel fusions, sequence parallelism and recompute are off and parameters are created on
+    the host (``use_cpu_initialization``); a training worker passes what its YAML and platform
+    ask for as ``overrides`` (any ``TransformerConfig`` field, e.g. ``sequence_parallel``,
+    ``recompute_granularity``) and moves the model to its device.
     """
     import torch.nn.functional as F
     from megatron.core.transformer import TransformerConfig
@@ -107,35 +106,22 @@ def transformer_config(
     return TransformerConfig(**fields)
 
 
-def layer_spec(model: ModelConfig):
-    """megatron-core's local (no Transformer Engine) layer spec for ``model``.
-
-    Grouped experts use the legacy ``GroupedMLP`` (``mlp.experts.weight1/weight2``), the layout
-    MindSpeed-LLM writes with ``--moe-grouped-gemm``.
-    """
-    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
-
-    return get_gpt_layer_local_spec(
-        num_experts=model.num_experts,
-        moe_grouped_gemm=model.moe_grouped_gemm,
-        qk_layernorm=model.qk_layernorm,
-        moe_use_legacy_grouped_gemm=model.moe_grouped_gemm,
-        normalization="RMSNorm",
-    )
-
-
 def build_gpt_model(
     model: ModelConfig,
     layout: ParallelLayout = SINGLE_PROCESS,
     params_dtype: torch.dtype = torch.float32,
+    backend: str | None = None,
     **overrides: Any,
 ):
     """This rank's ``GPTModel`` (its pipeline stage, TP / EP shard) for ``model``.
 
-    ``model.padded_vocab_size`` must be set (the embedding rows of the checkpoint).
+    ``model.padded_vocab_size`` must be set (the embedding rows of the checkpoint). ``backend``
+    (``layer_specs.BACKENDS``) defaults to this platform's (``layer_specs.platform_backend``).
     """
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
+
+    from mindspeed_rl.models import layer_specs
 
     if model.padded_vocab_size is None:
         raise ValueError("padded_vocab_size is not set: it fixes the embedding rows of the model")
@@ -143,7 +129,9 @@ def build_gpt_model(
     llama3 = model.rope_scaling_type == "llama3"
     gpt = GPTModel(
         config=config,
-        transformer_layer_spec=layer_spec(model),
+        transformer_layer_spec=layer_specs.decoder_spec(
+            model, config, backend or layer_specs.platform_backend()
+        ),
         vocab_size=model.padded_vocab_size,
         max_sequence_length=model.max_position_embeddings,
         pre_process=parallel_state.is_pipeline_first_stage(),
@@ -161,8 +149,8 @@ def build_gpt_model(
 
 
 def _cast_parameters(gpt: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Every parameter in ``dtype``, as Megatron-LM's ``Float16Module`` leaves them: the local
-    spec's torch norms are created in fp32, and a bf16 model with fp32 norms breaks the
+    """Every parameter in ``dtype``, as Megatron-LM's ``Float16Module`` leaves them: megatron-core's
+    local torch norms are created in fp32, and a bf16 model with fp32 norms breaks the
     distributed optimizer's checkpoint (its parameter-state map assumes one dtype per group:
     main params and shard ranges came out paired with the wrong tensors). Runs before DDP, when
     nothing views the parameters yet."""

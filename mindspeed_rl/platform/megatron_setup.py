@@ -1,9 +1,15 @@
 """What must happen before ``megatron`` is imported, per platform.
 
 * npu: ``torch_npu``, ``torch_npu.contrib.transfer_to_npu`` and, when installed,
-  ``mindspeed.megatron_adaptor`` (MindSpeed's fused kernels and Megatron patches). MindSpeed reads its
-  switches from Megatron-LM's argument namespace, so the fusion switches of our config are handed to
-  it through ``megatron.training.global_vars`` before the adaptor is imported.
+  ``mindspeed.megatron_adaptor`` (MindSpeed's fused kernels and Megatron patches), in the order
+  MindSpeed documents: the adaptor before anything of ``megatron.training``. MindSpeed reads its
+  switches twice: on import, from the command line (its parser over ``sys.argv``), and at run
+  time, from Megatron-LM's argument namespace (``megatron.training.get_args()``), where its
+  always-applied attention patches read many attributes (``tp_2d``, ``sparse_mode``,
+  ``pre_tockens``, ``use_fusion_attn_v2``, ...). So the adaptor is imported with the typed config
+  spelled as command-line flags, and afterwards the namespace is built from Megatron-LM's own
+  argument defaults (its ``parse_args``, which MindSpeed extends with its arguments) overlaid with
+  the typed config (:func:`megatron_namespace`).
 * cuda: nothing.
 * cpu: the project's scoped CPU adaptor (``cpu_adaptor``).
 
@@ -14,10 +20,11 @@ idempotent. Modules that use Megatron import it inside functions, after this ran
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from mindspeed_rl.platform.device import device_type
 
@@ -53,7 +60,52 @@ def active_fusions(config: Mapping[str, object]) -> dict[str, bool]:
     return {}
 
 
-def _install_mindspeed(fusions: Mapping[str, bool]) -> None:
+def command_line(config: Mapping[str, object]) -> list[str]:
+    """``config`` as Megatron-style flags: ``--use-flash-attn`` for a true switch, ``--name value``
+    for numbers and strings; false, null and structured values are left to the defaults."""
+    argv: list[str] = []
+    for key, value in config.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            argv += [flag, str(value)]
+    return argv
+
+
+@contextlib.contextmanager
+def _argv(arguments: list[str]) -> Iterator[None]:
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "mindspeed_rl", *arguments]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def megatron_namespace(config: Mapping[str, object]) -> argparse.Namespace:
+    """Megatron-LM's argument namespace: its parser's defaults (with whatever arguments MindSpeed
+    added to it) overlaid with ``config``, and ``params_dtype`` as Megatron-LM derives it."""
+    if importlib.util.find_spec("megatron.training") is None:
+        logger.warning(
+            "Megatron-LM (megatron.training) is not installed: MindSpeed's patches see only "
+            "the typed config, not Megatron-LM's argument defaults"
+        )
+        args = argparse.Namespace()
+    else:
+        from megatron.training.arguments import parse_args
+
+        with _argv([]):
+            args = parse_args(ignore_unknown_args=True)
+    for key, value in config.items():
+        setattr(args, key, value)
+    import torch
+
+    args.params_dtype = torch.bfloat16 if config.get("bf16") else torch.float32
+    return args
+
+
+def _install_mindspeed(config: Mapping[str, object]) -> None:
     import torch_npu  # noqa: F401
     from torch_npu.contrib import transfer_to_npu  # noqa: F401
 
@@ -63,13 +115,13 @@ def _install_mindspeed(fusions: Mapping[str, bool]) -> None:
             "without fused kernels (see docs/install.md)"
         )
         return
+    with _argv(command_line(config)):
+        import mindspeed.megatron_adaptor  # noqa: F401
+    args = megatron_namespace(config)
     if importlib.util.find_spec("megatron.training") is not None:
-        # MindSpeed's patches call megatron.training.get_args(); give them our switches.
         from megatron.training import global_vars
 
-        if getattr(global_vars, "_GLOBAL_ARGS", None) is None:
-            global_vars._GLOBAL_ARGS = argparse.Namespace(**dict(fusions))
-    import mindspeed.megatron_adaptor  # noqa: F401
+        global_vars._GLOBAL_ARGS = args  # set_args() of Megatron-LM, present in every version
 
 
 def prepare_megatron(config: Mapping[str, object] | None = None) -> str:
@@ -78,7 +130,8 @@ def prepare_megatron(config: Mapping[str, object] | None = None) -> str:
     kind = device_type()
     if _prepared is not None:
         return _prepared
-    fusions = active_fusions(config or {})  # elsewhere than NPU: one INFO line, if any is set
+    config = dict(config or {})
+    fusions = active_fusions(config)  # elsewhere than NPU: one INFO line, if any is set
     if kind == "cpu":
         from mindspeed_rl.platform import cpu_adaptor
 
@@ -88,6 +141,7 @@ def prepare_megatron(config: Mapping[str, object] | None = None) -> str:
             logger.warning(
                 "megatron was imported before MindSpeed's adaptor; patches may not apply"
             )
-        _install_mindspeed(fusions)
+        off = {key: False for key in MINDSPEED_FUSION_KEYS}  # only requested fusions are on
+        _install_mindspeed({**config, **off, **fusions})
     _prepared = kind
     return kind

@@ -130,7 +130,7 @@ class MegatronActor:
             model_config, layout, params_dtype, perform_initialization=initialize,
             **model_build_options(actor_config),
         )  # fmt: skip
-        self.micro_layout = micro_layout(rl_config, actor_config, module.config, host_mask=True)
+        self.micro_layout = micro_layout(rl_config, actor_config, module.config)
         # on the rank's device before DDP wraps it: DDP's buffers (and, without the distributed
         # optimizer, the parameters themselves) are allocated where the module is
         module.to(self.device)
@@ -283,11 +283,14 @@ class MegatronActor:
 
 
 def model_build_options(actor_config: MegatronConfig) -> dict:
-    """megatron_training's keys of the TransformerConfig, for the actor and (with a KL term) the
-    reference model, which must run the same architecture."""
+    """The platform's layer spec (``models/layer_specs.py``) and megatron_training's keys of the
+    TransformerConfig, for the actor and (with a KL term) the reference model, which must run the
+    same architecture."""
+    from mindspeed_rl.models import layer_specs
     from mindspeed_rl.platform.device import device_type
 
     return {
+        "backend": layer_specs.platform_backend(),
         # accelerators create each TP shard on the device; the host path would first
         # initialise every full weight in fp32
         "use_cpu_initialization": device_type() == "cpu",
@@ -295,7 +298,23 @@ def model_build_options(actor_config: MegatronConfig) -> dict:
         "init_method_std": actor_config.init_method_std,
         "hidden_dropout": actor_config.hidden_dropout,
         "attention_dropout": actor_config.attention_dropout,
+        **parallel_and_memory_fields(actor_config),
     }
+
+
+def parallel_and_memory_fields(config: MegatronConfig) -> dict[str, object]:
+    """The YAML's sequence-parallel and activation-recompute keys as ``TransformerConfig``
+    fields (config/checks.py has already refused inconsistent combinations)."""
+    fields: dict[str, object] = dict(
+        sequence_parallel=config.sequence_parallel,
+        recompute_granularity=config.recompute_granularity,
+    )
+    if config.recompute_granularity == "full":
+        fields.update(
+            recompute_method=config.recompute_method,
+            recompute_num_layers=config.recompute_num_layers,
+        )
+    return fields
 
 
 def check_placement(module: torch.nn.Module, device: torch.device) -> None:

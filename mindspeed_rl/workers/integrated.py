@@ -79,7 +79,7 @@ class IntegratedWorker:
         torch.set_num_threads(threads)
         actor_cfg, rl, gen = config.actor, config.rl_config, config.generate_config
         self.config = config
-        prepare_megatron(actor_cfg.model_dump())
+        prepare_megatron({**config.model.model_dump(), **actor_cfg.model_dump()})
         self.layout = ParallelLayout(
             actor_cfg.tensor_model_parallel_size,
             actor_cfg.pipeline_model_parallel_size,

@@ -119,10 +119,12 @@ class MicroLayout:
         return dataclasses.replace(rows, tokens=tokens)
 
 
-def micro_layout(rl_config, actor_config, transformer_config, host_mask: bool) -> MicroLayout:
-    """The actor's (and the reference model's) layout from the config. Micro-batches of varying
-    length (trimmed, packed) need a pipeline that sends shapes first: ``variable_seq_lengths`` is
-    switched on in ``transformer_config`` then."""
+def micro_layout(rl_config, actor_config, transformer_config) -> MicroLayout:
+    """The actor's (and the reference model's) layout from the config and the platform's
+    attention backend. Micro-batches of varying length (trimmed, packed) need a pipeline that
+    sends shapes first: ``variable_seq_lengths`` is switched on in ``transformer_config`` then."""
+    from mindspeed_rl.models import layer_specs
+
     mode = (
         "packed"
         if rl_config.use_remove_padding
@@ -133,4 +135,5 @@ def micro_layout(rl_config, actor_config, transformer_config, host_mask: bool) -
     if mode != "padded" and actor_config.pipeline_model_parallel_size > 1:
         transformer_config.variable_seq_lengths = True
     multiple = actor_config.tensor_model_parallel_size if actor_config.sequence_parallel else 1
+    host_mask = layer_specs.needs_host_mask(layer_specs.platform_backend())
     return MicroLayout(mode, multiple, host_mask)

@@ -65,7 +65,7 @@ class ReferenceModel:
             model_config, layout, params_dtype, perform_initialization=False,
             **model_build_options(actor_config),
         )  # fmt: skip
-        self.micro_layout = micro_layout(rl_config, actor_config, module.config, host_mask=True)
+        self.micro_layout = micro_layout(rl_config, actor_config, module.config)
         module.requires_grad_(False)
         module.to(self.device)
         check_placement(module, self.device)

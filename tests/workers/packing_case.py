@@ -57,7 +57,7 @@ def _one_layout(name: str, world_size: int, run_index: int) -> dict:
         )  # fmt: skip
         rows_per_rank = len(share)
         micro = [1, rows_per_rank - 1]  # uneven, as token-budget micro-batches are
-        out = {}
+        out = {"mask": batch.loss_mask.bool()}
         for mode in ("padded", "trimmed", "packed"):
             actor.micro_layout = dataclasses.replace(actor.micro_layout, mode=mode)
             log_probs = actor.compute_log_prob(batch.rows, micro)

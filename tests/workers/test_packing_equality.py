@@ -36,7 +36,8 @@ def test_equal_to_the_padded_path(runs, mode):
             if padded[key] is None:  # not the last pipeline stage
                 assert other[key] is None
                 continue
-            torch.testing.assert_close(other[key], padded[key], rtol=0, atol=1e-5)
+            mask = run["mask"]  # past a row's response the values are unspecified
+            torch.testing.assert_close(other[key][mask], padded[key][mask], rtol=0, atol=1e-5)
             compared += 1
         for key, value in padded["metrics"].items():
             assert other["metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), (name, key)

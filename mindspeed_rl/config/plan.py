@@ -21,7 +21,7 @@ class RunPlan:
     samples_trained_per_iteration: int
     mini_batches_per_iteration: int
     optimizer_steps_per_iteration: int
-    micro_batches_per_mini_batch_per_dp_rank: int
+    micro_batches_per_mini_batch_per_dp_rank: int | str
     rollout_tensor_parallel: int
     rollout_expert_parallel: int
     rollout_engines: int
@@ -59,9 +59,11 @@ def make_plan(config: RunConfig) -> RunPlan:
         samples_trained_per_iteration=trained * n,
         mini_batches_per_iteration=mini_batches,
         optimizer_steps_per_iteration=mini_batches * rl.epochs,
-        micro_batches_per_mini_batch_per_dp_rank=rl.mini_batch_size
-        * n
-        // (dp * actor.micro_batch_size),
+        micro_batches_per_mini_batch_per_dp_rank=(
+            "by the token budget, per batch"
+            if rl.use_dynamic_bsz
+            else rl.mini_batch_size * n // (dp * actor.micro_batch_size)
+        ),
         rollout_tensor_parallel=gen.infer_tensor_parallel_size,
         rollout_expert_parallel=gen.infer_expert_parallel_size,
         rollout_engines=rl.actor_resource.num_npus // gen.infer_tensor_parallel_size,

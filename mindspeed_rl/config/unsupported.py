@@ -21,6 +21,7 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
         "reuse_fp32_param": _OFF,
         "variable_seq_lengths": _OFF,
         "no_pad_to_seq_lengths": _OFF,
+        "reset_attention_mask": _OFF,
         "context_parallel_size": (None, 1),
         "context_parallel_algo": (None, "megatron_cp_algo"),
         "num_layers_per_virtual_pipeline_stage": (None,),
@@ -60,6 +61,21 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
 }
 # actor_config overrides megatron_training and may carry the same keys.
 UNSUPPORTED["actor_config"] = UNSUPPORTED["megatron_training"]
+
+
+# where the Ascend suite needs a Megatron-side key for a feature that this project configures in
+# one place, the refusal says so
+HINTS = {
+    "no_pad_to_seq_lengths": "rl_config.use_remove_padding packs sequences without it",
+    "reset_attention_mask": "rl_config.use_remove_padding keeps attention within each sequence "
+    "without it",
+    "variable_seq_lengths": "packed or token-budget micro-batches switch it on where the "
+    "pipeline needs it",
+}
+
+
+def hint(key: str) -> str:
+    return f" ({HINTS[key]})" if key in HINTS else ""
 
 
 def is_inert(section: str, key: str, value: Any) -> bool:

@@ -73,7 +73,7 @@ def _check_keys(
                         where(dotted),
                         dotted,
                         f"recognised, not supported yet (value {value!r}); remove it or set it "
-                        f"to {unsupported.inert_description(section, key)}",
+                        f"to {unsupported.inert_description(section, key)}" + unsupported.hint(key),
                     )
                 )
         else:

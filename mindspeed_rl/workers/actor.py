@@ -224,8 +224,9 @@ class MegatronActor:
 
             def loss_func(logits):
                 lp, entropy = response_log_probs(
-                    logits, shaped, self.temperature, with_entropy=True
-                )
+                    logits, shaped, self.temperature, with_entropy=True,
+                    entropy_grad=rl.entropy_coeff != 0,
+                )  # fmt: skip
                 old = micro.old_log_probs if micro.old_log_probs is not None else lp.detach()
                 out = policy_loss(
                     lp,
@@ -238,7 +239,7 @@ class MegatronActor:
                     clip_ratio_low=self.clip_low,
                     clip_ratio_high=self.clip_high,
                     clip_ratio_c=rl.clip_ratio_c,
-                    entropy=entropy if rl.entropy_coeff != 0 else entropy.detach(),
+                    entropy=entropy,
                     entropy_coeff=rl.entropy_coeff,
                     use_kl_loss=rl.use_kl_loss,
                     ref_log_probs=micro.ref_log_probs,

@@ -61,16 +61,27 @@ def run_schedule(
     )
 
 
-def response_log_probs(logits, rows, temperature: float, with_entropy: bool):
+def response_log_probs(
+    logits: torch.Tensor,
+    rows: MegatronRows | PackedRows,
+    temperature: float,
+    with_entropy: bool,
+    entropy_grad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and entropy) [B, R] of the response tokens of ``rows`` (a micro-batch's
-    ``MegatronRows`` or ``PackedRows``) from its ``logits``."""
-    lp, entropy = token_log_probs(
-        logits[:, :-1], rows.tokens[:, 1:].to(logits.device), temperature,
-        with_entropy=with_entropy,
+    ``MegatronRows`` or ``PackedRows``) from its ``logits`` [b, S, V/TP].
+
+    Only the B·R positions that predict a response token are gathered and enter the vocab-parallel
+    log-softmax: prompt and padding positions cost nothing beyond the output layer.
+    ``entropy_grad``: the entropy is differentiable (``entropy_coeff != 0``); otherwise it is a
+    metric without a graph."""
+    row, position = (i.to(logits.device) for i in rows.response_positions())
+    tokens = rows.tokens.to(logits.device)
+    labels = tokens[row, position + 1]
+    return token_log_probs(
+        logits[row, position], labels, temperature, with_entropy=with_entropy,
+        entropy_grad=entropy_grad,
     )  # fmt: skip
-    return rows.response_values(lp), (
-        rows.response_values(entropy) if entropy is not None else None
-    )
 
 
 @torch.no_grad()

@@ -52,13 +52,19 @@ class PackedRows:
             kwargs["cp_group"] = parallel_state.get_context_parallel_group()
         return PackedSeqParams(**kwargs)
 
+    def response_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``MegatronRows.response_positions``, in the one packed row: (row [n, 1] = 0,
+        position [n, R])."""
+        offsets = torch.arange(self.response_width)
+        first = (self.row_offsets + self.response_start).long() - 1
+        position = (first.unsqueeze(1) + offsets).clamp(max=self.tokens.shape[1] - 2)
+        return torch.zeros((len(self.row_offsets), 1), dtype=torch.long), position
+
     def response_values(self, per_position: torch.Tensor) -> torch.Tensor:
         """As ``MegatronRows.response_values``: ``per_position`` [1, T-1] (entry t scores token
         t + 1) -> [n, R]; entries past a row's response are garbage (mask them)."""
-        offsets = torch.arange(self.response_width, device=per_position.device)
-        first = (self.row_offsets + self.response_start).to(per_position.device) - 1
-        index = (first.unsqueeze(1) + offsets).clamp(max=per_position.shape[1] - 1)
-        return per_position[0][index]
+        row, position = (i.to(per_position.device) for i in self.response_positions())
+        return per_position[row, position]
 
 
 def pack_rows(rows: MegatronRows, multiple: int = 1) -> PackedRows:

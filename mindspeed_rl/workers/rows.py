@@ -59,15 +59,22 @@ class MegatronRows:
         batch, length = self.tokens.shape
         return torch.arange(length).unsqueeze(0).expand(batch, length)
 
+    def response_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row [B, 1], position [B, R]) of the positions predicting each response token:
+        position t scores tokens[:, t + 1]. Positions past a row's end are clamped into the row
+        (garbage: mask them with the response mask)."""
+        offsets = torch.arange(self.response_width)
+        position = (self.response_start.long().unsqueeze(1) - 1 + offsets).clamp(
+            max=self.tokens.shape[1] - 2
+        )
+        return torch.arange(self.tokens.shape[0]).unsqueeze(1), position
+
     def response_values(self, per_position: torch.Tensor) -> torch.Tensor:
         """Pick the values predicting each response token out of ``per_position`` [B, L-1], where
         entry t scores tokens[:, t + 1]; returns [B, R] (entries past a row's end are garbage:
         mask them with the response mask)."""
-        offsets = torch.arange(self.response_width, device=per_position.device)
-        index = (self.response_start.to(per_position.device).unsqueeze(1) - 1 + offsets).clamp(
-            max=per_position.shape[1] - 1
-        )
-        return per_position.gather(1, index)
+        row, position = (i.to(per_position.device) for i in self.response_positions())
+        return per_position[row, position]
 
 
 def to_megatron_rows(

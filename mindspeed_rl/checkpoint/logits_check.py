@@ -77,7 +77,6 @@ def megatron_rank_logits(
     that reports them (last stage, TP rank 0, DP rank 0), None elsewhere."""
     from mindspeed_rl.checkpoint.training_state import load_model
     from mindspeed_rl.models.gpt_builder import build_gpt_model, with_sequential_experts
-    from mindspeed_rl.platform.device import device_type
     from mindspeed_rl.platform.distributed import (
         ParallelLayout,
         destroy_distributed,
@@ -93,13 +92,8 @@ def megatron_rank_logits(
         tp_rank = ps.get_tensor_model_parallel_rank()
         pp_rank = ps.get_pipeline_model_parallel_rank()
         ep_rank = ps.get_expert_model_parallel_rank() if case.model.num_experts else 0
-        overrides = {}
-        if case.model.num_experts and device_type() == "cpu":
-            # megatron-core's alltoall dispatcher hands split-size tensors to all_to_all_single
-            # where a CUDA host would have converted them to numpy (moe_utils.
-            # maybe_move_tensor_to_cpu); the allgather dispatcher computes the same outputs.
-            overrides["moe_token_dispatcher_type"] = "allgather"
-        model = build_gpt_model(with_sequential_experts(case.model), layout, **overrides)
+        # on CPU the builder picks the allgather dispatcher (models/moe_dispatch.py)
+        model = build_gpt_model(with_sequential_experts(case.model), layout)
         # the training load path: shapes checked, grouped experts re-laid out per expert
         load_model(model, case.files.root, case.files.iteration, lay, (tp_rank, pp_rank, ep_rank))
         model.eval()

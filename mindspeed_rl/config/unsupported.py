@@ -71,6 +71,9 @@ HINTS = {
     "without it",
     "variable_seq_lengths": "packed or token-budget micro-batches switch it on where the "
     "pipeline needs it",
+    "moe_tp_extend_ep": "MindSpeed's layout of whole experts per TP rank; experts here are split "
+    "over TP like dense MLPs (megatron-core's expert TP = TP), the layout that conversion and "
+    "weight sync map; the recipe runs without it",
 }
 
 

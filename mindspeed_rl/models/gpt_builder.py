@@ -27,9 +27,6 @@ from mindspeed_rl.platform.distributed import ParallelLayout
 
 SINGLE_PROCESS = ParallelLayout()  # TP = PP = EP = 1
 
-# MindSpeed's dispatcher; megatron-core 0.13+ only has "alltoall" (same math).
-_DISPATCHER_FALLBACK = {"alltoall_seq": "alltoall"}
-
 
 def _megatron_version() -> tuple[int, int]:
     from megatron.core import package_info
@@ -56,9 +53,12 @@ def transformer_config(
 
     moe: dict[str, Any] = {}
     if model.num_experts:
-        dispatcher = model.moe_token_dispatcher_type
-        if _megatron_version() >= (0, 13):
-            dispatcher = _DISPATCHER_FALLBACK.get(dispatcher, dispatcher)
+        from mindspeed_rl.models.moe_dispatch import token_dispatcher
+        from mindspeed_rl.platform.device import device_type
+
+        dispatcher = token_dispatcher(
+            model.moe_token_dispatcher_type, _megatron_version(), device_type()
+        )
         moe = dict(
             num_moe_experts=model.num_experts,
             moe_router_topk=model.moe_router_topk,

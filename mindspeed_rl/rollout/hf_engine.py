@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from mindspeed_rl.platform.storage_stash import StorageStash, resident_bytes, unique_storages
+from mindspeed_rl.rollout import fused_experts
 from mindspeed_rl.rollout.base import (
     ENGINE_TAGS,
     FinishReason,
@@ -75,14 +76,16 @@ class HFRolloutEngine:
     # --- weights -----------------------------------------------------------------------------
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: int) -> int:
-        """Copy (HF name, tensor) pairs into the model in place; unknown names are an error."""
+        """Copy (HF name, tensor) pairs into the model in place; unknown names are an error.
+        Per-expert names fill the fused expert parameters of transformers 5 (``fused_experts``)."""
         params = dict(self.model.named_parameters())
         params.update(dict(self.model.named_buffers()))
-        filled: set[int] = set()
-        loaded = 0
+        copies: dict[str, int] = {}  # parameter name -> tensors copied into it
         with torch.no_grad():
             for name, tensor in weights:
-                target = params.get(name)
+                key, target = name, params.get(name)
+                if target is None and (slot := fused_experts.expert_slot(name, params)):
+                    key, target = slot  # a view of the fused parameter
                 if target is None:
                     raise KeyError(f"rollout model has no parameter '{name}'")
                 if target.shape != tensor.shape:
@@ -91,11 +94,14 @@ class HFRolloutEngine:
                         f"synced shape {tuple(tensor.shape)}"
                     )
                 target.copy_(tensor.to(device=target.device, dtype=target.dtype))
-                filled.add(id(target))
-                loaded += 1
+                copies[key] = copies.get(key, 0) + 1
         if self._unfilled:
             # after a sleep the storage holds nothing: a parameter the sync skipped is garbage
-            missing = [n for n, p in self.model.named_parameters() if id(p) not in filled]
+            missing = [
+                n
+                for n, p in self.model.named_parameters()
+                if copies.get(n, 0) < fused_experts.copies_to_fill(n, p)
+            ]
             if missing:
                 raise RuntimeError(
                     f"weight sync after a wake-up left {len(missing)} parameter(s) unset: "
@@ -103,7 +109,7 @@ class HFRolloutEngine:
                 )
             self._unfilled = False
         self.weight_version = version
-        return loaded
+        return sum(copies.values())
 
     def sleep(self) -> None:
         """Release the weights' device storage (no copy) and the allocator's cache."""

@@ -239,10 +239,8 @@ def _load_grouped_and_forward(rank: int, world_size: int, root, model, tokens):
         layout, rank=rank, world_size=world_size, master_port=int(os.environ["MASTER_PORT"])
     )
     try:
-        # CPU: the allgather dispatcher (see logits_check.megatron_rank_logits)
-        gpt = build_gpt_model(
-            with_sequential_experts(model), layout, moe_token_dispatcher_type="allgather"
-        )
+        # CPU: the builder picks the allgather dispatcher (models/moe_dispatch.py)
+        gpt = build_gpt_model(with_sequential_experts(model), layout)
         position = (0, 0, ps.get_expert_model_parallel_rank())
         load_model(gpt, root, "release", mcore_layout.ShardLayout(1, 1, 2), position)
         gpt.eval()

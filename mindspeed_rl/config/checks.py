@@ -23,7 +23,9 @@ def trained_prompts_per_iteration(config: RunConfig) -> int:
 def data_parallel_size(config: RunConfig) -> int:
     actor = config.actor
     return config.rl_config.actor_resource.num_npus // (
-        actor.tensor_model_parallel_size * actor.pipeline_model_parallel_size
+        actor.tensor_model_parallel_size
+        * actor.pipeline_model_parallel_size
+        * actor.context_parallel_size
     )
 
 
@@ -72,12 +74,20 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
     )
 
     # --- parallel layout -----------------------------------------------------------------------
-    layout_ok = devices % (tp * pp) == 0
-    if not layout_ok:
+    cp = actor.context_parallel_size
+    layout_ok = devices % (tp * pp * cp) == 0
+    if devices % (tp * pp):
         report(
             "actor_config.tensor_model_parallel_size",
             f"TP x PP = {tp} x {pp} = {tp * pp} does not divide "
             f"rl_config.actor_resource.num_npus = {devices}; valid TP x PP: {_divisors(devices)}",
+        )
+    elif not layout_ok:
+        report(
+            "actor_config.context_parallel_size",
+            f"TP x PP x CP = {tp} x {pp} x {cp} does not divide "
+            f"rl_config.actor_resource.num_npus = {devices}; valid CP: "
+            f"{_divisors(devices // (tp * pp))}",
         )
     elif ep > 1:
         # megatron-core carves expert groups out of (DP x TP) ranks of each pipeline stage, with

@@ -14,6 +14,7 @@ class RunPlan:
     tensor_parallel: int
     pipeline_parallel: int
     expert_parallel: int
+    context_parallel: int
     data_parallel: int
     prompts_per_generation_batch: int
     samples_per_generation_batch: int
@@ -52,6 +53,7 @@ def make_plan(config: RunConfig) -> RunPlan:
         tensor_parallel=actor.tensor_model_parallel_size,
         pipeline_parallel=actor.pipeline_model_parallel_size,
         expert_parallel=actor.expert_model_parallel_size,
+        context_parallel=actor.context_parallel_size,
         data_parallel=dp,
         prompts_per_generation_batch=actor.global_batch_size,
         samples_per_generation_batch=actor.global_batch_size * n,

@@ -110,6 +110,12 @@ class MegatronConfig(Section):
     tensor_model_parallel_size: int = _f(1, "Training TP.", gt=0)
     pipeline_model_parallel_size: int = _f(1, "Training PP.", gt=0)
     expert_model_parallel_size: int = _f(1, "Training EP (MoE).", gt=0)
+    context_parallel_size: int = _f(
+        1, "Training CP: each sequence split over CP ranks (TE / MindSpeed attention only).", gt=0
+    )
+    context_parallel_algo: Literal["megatron_cp_algo"] = _f(
+        "megatron_cp_algo", "CP algorithm: ring attention over megatron's load-balanced split."
+    )
     lr: float = _f(1e-6, "Peak learning rate.", gt=0)
     min_lr: float = _f(0.0, "Floor of the decayed learning rate.", ge=0)
     lr_decay_style: Literal["constant", "cosine", "linear"] = _f("constant", "LR schedule.")

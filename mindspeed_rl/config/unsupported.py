@@ -22,8 +22,6 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
         "variable_seq_lengths": _OFF,
         "no_pad_to_seq_lengths": _OFF,
         "reset_attention_mask": _OFF,
-        "context_parallel_size": (None, 1),
-        "context_parallel_algo": (None, "megatron_cp_algo"),
         "num_layers_per_virtual_pipeline_stage": (None,),
         "num_layer_list": (None, ""),
         "moe_tp_extend_ep": _OFF,

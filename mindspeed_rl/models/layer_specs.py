@@ -40,6 +40,8 @@ MINDSPEED = "mindspeed"
 PROJECT = "project"
 MEGATRON_LOCAL = "megatron_local"
 BACKENDS = (TRANSFORMER_ENGINE, MINDSPEED, PROJECT, MEGATRON_LOCAL)
+# the backends whose attention splits sequences over context-parallel ranks
+CONTEXT_PARALLEL = (TRANSFORMER_ENGINE, MINDSPEED)
 
 
 def transformer_engine_available() -> bool:

@@ -27,13 +27,19 @@ class ParallelLayout:
     tensor_model_parallel_size: int = 1
     pipeline_model_parallel_size: int = 1
     expert_model_parallel_size: int = 1
+    context_parallel_size: int = 1
 
     def data_parallel_size(self, world_size: int) -> int:
-        model_parallel = self.tensor_model_parallel_size * self.pipeline_model_parallel_size
+        model_parallel = (
+            self.tensor_model_parallel_size
+            * self.pipeline_model_parallel_size
+            * self.context_parallel_size
+        )
         if world_size % model_parallel:
             raise ValueError(
-                f"world size {world_size} is not divisible by TP x PP = "
-                f"{self.tensor_model_parallel_size} x {self.pipeline_model_parallel_size}"
+                f"world size {world_size} is not divisible by TP x PP x CP = "
+                f"{self.tensor_model_parallel_size} x {self.pipeline_model_parallel_size} x "
+                f"{self.context_parallel_size}"
             )
         return world_size // model_parallel
 
@@ -92,6 +98,7 @@ def init_distributed(
         tensor_model_parallel_size=layout.tensor_model_parallel_size,
         pipeline_model_parallel_size=layout.pipeline_model_parallel_size,
         expert_model_parallel_size=layout.expert_model_parallel_size,
+        context_parallel_size=layout.context_parallel_size,
     )
     pp_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
     random.seed(pp_seed)

@@ -290,8 +290,15 @@ def model_build_options(actor_config: MegatronConfig) -> dict:
     from mindspeed_rl.models import layer_specs
     from mindspeed_rl.platform.device import device_type
 
+    backend = layer_specs.platform_backend()
+    if actor_config.context_parallel_size > 1 and backend not in layer_specs.CONTEXT_PARALLEL:
+        raise ValueError(
+            f"actor_config.context_parallel_size={actor_config.context_parallel_size}: context "
+            f"parallelism runs in Transformer Engine's attention (CUDA) or MindSpeed's (NPU); "
+            f"this platform's attention ({backend}) has none: set context_parallel_size: 1"
+        )
     return {
-        "backend": layer_specs.platform_backend(),
+        "backend": backend,
         # accelerators create each TP shard on the device; the host path would first
         # initialise every full weight in fp32
         "use_cpu_initialization": device_type() == "cpu",
@@ -304,10 +311,13 @@ def model_build_options(actor_config: MegatronConfig) -> dict:
 
 
 def parallel_and_memory_fields(config: MegatronConfig) -> dict[str, object]:
-    """The YAML's sequence-parallel and activation-recompute keys as ``TransformerConfig``
-    fields (config/checks.py has already refused inconsistent combinations)."""
+    """The YAML's sequence-parallel, context-parallel and activation-recompute keys as
+    ``TransformerConfig`` fields (config/checks.py has already refused inconsistent
+    combinations). ``context_parallel_algo`` has one value, megatron's ring over the load-balanced
+    split: TE's default, and MindSpeed reads it from its arguments (platform/megatron_setup.py)."""
     fields: dict[str, object] = dict(
         sequence_parallel=config.sequence_parallel,
+        context_parallel_size=config.context_parallel_size,
         recompute_granularity=config.recompute_granularity,
     )
     if config.recompute_granularity == "full":

@@ -11,11 +11,46 @@ from collections.abc import Sequence
 
 import torch
 
+from mindspeed_rl.models import context_parallel as cp
 from mindspeed_rl.workers.logprobs import token_log_probs
 from mindspeed_rl.workers.packing import MicroLayout, PackedRows
 from mindspeed_rl.workers.rows import MegatronRows
 
 PADDED = MicroLayout()  # the rows as built: every row padded to the batch's longest
+
+
+def context_parallel_rank() -> tuple[int, int, object]:
+    """(CP size, this rank's CP rank, the CP group); (1, 0, None) without context parallelism."""
+    from megatron.core import parallel_state
+
+    if not torch.distributed.is_initialized():
+        return 1, 0, None
+    size = parallel_state.get_context_parallel_world_size()
+    if size == 1:
+        return 1, 0, None
+    return (
+        size,
+        parallel_state.get_context_parallel_rank(),
+        parallel_state.get_context_parallel_group(),
+    )
+
+
+class _GatherOverContextParallel(torch.autograd.Function):
+    """All-gather ``local`` [B, L/CP] over the CP group -> every rank's part, in rank order.
+    Every CP rank then computes the same loss of the whole rows, so backward hands each rank the
+    gradient of its own part only (no sum over ranks); megatron's schedule and DDP turn the
+    replicated loss into the right gradient (loss x CP, gradients / (DP x CP))."""
+
+    @staticmethod
+    def forward(ctx, local, rank, group):
+        pieces = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size(group))]
+        torch.distributed.all_gather(pieces, local.contiguous(), group=group)
+        ctx.rank = rank
+        return tuple(pieces)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return grads[ctx.rank], None, None
 
 
 def run_schedule(
@@ -36,16 +71,22 @@ def run_schedule(
 
     def forward_step(data_iterator, model):
         index, shaped = next(data_iterator)
+        tokens, positions = shaped.tokens, shaped.position_ids()
+        cp_size, cp_rank, _ = context_parallel_rank()
+        if cp_size > 1:  # this rank's chunks of every sequence (TE / MindSpeed expect them)
+            cu_seqlens = _packed_bounds(shaped)
+            tokens = cp.split_sequence(tokens, cp_size, cp_rank, cu_seqlens=cu_seqlens)
+            positions = cp.split_sequence(positions, cp_size, cp_rank, cu_seqlens=cu_seqlens)
         if isinstance(shaped, PackedRows):
             output = model(
-                shaped.tokens.to(device),
-                shaped.position_ids().to(device),
+                tokens.to(device),
+                positions.to(device),
                 None,
                 packed_seq_params=shaped.packed_seq_params(device),
             )
         else:
             mask = shaped.causal_mask().to(device) if layout.host_mask else None
-            output = model(shaped.tokens.to(device), shaped.position_ids().to(device), mask)
+            output = model(tokens.to(device), positions.to(device), mask)
         return output, loss_func_for(index, shaped)
 
     return get_forward_backward_func()(
@@ -77,11 +118,46 @@ def response_log_probs(
     metric without a graph."""
     row, position = (i.to(logits.device) for i in rows.response_positions())
     tokens = rows.tokens.to(logits.device)
+    cp_size, cp_rank, cp_group = context_parallel_rank()
+    if cp_size > 1:
+        return _context_parallel_log_probs(
+            logits, tokens, (row, position), temperature, with_entropy, entropy_grad,
+            (cp_size, cp_rank, cp_group), _packed_bounds(rows),
+        )  # fmt: skip
     labels = tokens[row, position + 1]
     return token_log_probs(
         logits[row, position], labels, temperature, with_entropy=with_entropy,
         entropy_grad=entropy_grad,
     )  # fmt: skip
+
+
+def _packed_bounds(rows: MegatronRows | PackedRows) -> torch.Tensor | None:
+    """The sequence boundaries CP splits by: each packed sequence, or None (each padded row)."""
+    return rows.cu_seqlens if isinstance(rows, PackedRows) else None
+
+
+def _context_parallel_log_probs(
+    logits, tokens, response, temperature, with_entropy, entropy_grad, context, cu_seqlens
+):
+    """``response_log_probs`` from this CP rank's logits [b, L/CP, V/TP] (its zigzag chunks of
+    every row or packed sequence): the rank scores its own positions against labels split with
+    them, the ranks' values are gathered and put back in sequence order, and the response
+    positions picked from whole rows. (A packed sequence's last label is the next one's first
+    token: no response position reads it.)"""
+    cp_size, cp_rank, group = context
+    labels = cp.split_sequence(
+        cp.next_token_labels(tokens), cp_size, cp_rank, cu_seqlens=cu_seqlens
+    )
+    lp, entropy = token_log_probs(
+        logits, labels, temperature, with_entropy=with_entropy, entropy_grad=entropy_grad
+    )
+    row, position = response
+
+    def whole(local):
+        pieces = _GatherOverContextParallel.apply(local, cp_rank, group)
+        return cp.restore_sequence(pieces, cu_seqlens=cu_seqlens)[row, position]
+
+    return whole(lp), whole(entropy) if entropy is not None else None
 
 
 @torch.no_grad()

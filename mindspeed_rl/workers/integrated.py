@@ -84,6 +84,7 @@ class IntegratedWorker:
             actor_cfg.tensor_model_parallel_size,
             actor_cfg.pipeline_model_parallel_size,
             actor_cfg.expert_model_parallel_size,
+            actor_cfg.context_parallel_size,
         )
         init_distributed(
             self.layout, rank=self.rank, world_size=world_size, local_rank=local_rank,

@@ -67,17 +67,23 @@ class PackedRows:
         return per_position[row, position]
 
 
-def pack_rows(rows: MegatronRows, multiple: int = 1) -> PackedRows:
-    """The valid tokens of ``rows`` (``rows.lengths``) end to end, padded to ``multiple``."""
+def pack_rows(rows: MegatronRows, multiple: int = 1, segment_multiple: int = 1) -> PackedRows:
+    """The valid tokens of ``rows`` (``rows.lengths``) end to end, padded to ``multiple``.
+    ``segment_multiple``: each row's segment is padded to a multiple of it (2 * CP: context
+    parallelism cuts every sequence into 2 * CP chunks); the padding follows the row's tokens
+    inside its segment, where causal attention never lets a real token see it."""
     if rows.lengths is None:
         raise ValueError("packing needs the rows' lengths (to_megatron_rows records them)")
     lengths = rows.lengths.long()
-    real = int(lengths.sum())
+    segments = -(-lengths // segment_multiple) * segment_multiple
+    real = int(segments.sum())
     total = -(-real // multiple) * multiple
     keep = torch.arange(rows.tokens.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
-    tokens = torch.zeros((1, total), dtype=torch.long)  # the padding segment is never read
-    tokens[0, :real] = rows.tokens[keep]
-    bounds = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)])
+    bounds = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(segments, 0)])
+    within = torch.arange(int(lengths.max()) if len(lengths) else 0).unsqueeze(0)
+    at = (bounds[:-1].unsqueeze(1) + within)[within < lengths.unsqueeze(1)]
+    tokens = torch.zeros((1, total), dtype=torch.long)  # padding is never read
+    tokens[0, at] = rows.tokens[keep]
     if total > real:
         bounds = torch.cat([bounds, torch.tensor([total])])
     return PackedRows(
@@ -107,10 +113,11 @@ class MicroLayout:
     mode: str = "padded"
     multiple: int = 1
     host_mask: bool = True
+    segment_multiple: int = 1  # packed rows: each sequence padded to it (2 * CP)
 
     def apply(self, rows: MegatronRows) -> MegatronRows | PackedRows:
         if self.mode == "packed":
-            return pack_rows(rows, self.multiple)
+            return pack_rows(rows, self.multiple, self.segment_multiple)
         width = rows.tokens.shape[1]
         if self.mode == "trimmed" and rows.lengths is not None:
             width = int(rows.lengths.max())
@@ -141,5 +148,10 @@ def micro_layout(rl_config, actor_config, transformer_config) -> MicroLayout:
     if mode != "padded" and actor_config.pipeline_model_parallel_size > 1:
         transformer_config.variable_seq_lengths = True
     multiple = actor_config.tensor_model_parallel_size if actor_config.sequence_parallel else 1
+    segment = 1
+    if actor_config.context_parallel_size > 1:
+        # every sequence cut into 2 * CP equal chunks, each rank's part split again by SP
+        segment = 2 * actor_config.context_parallel_size
+        multiple *= segment
     host_mask = layer_specs.needs_host_mask(layer_specs.platform_backend())
-    return MicroLayout(mode, multiple, host_mask)
+    return MicroLayout(mode, multiple, host_mask, segment)

@@ -17,6 +17,7 @@ def test_full_and_selective_recompute_reach_the_transformer_config():
     ])  # fmt: skip
     assert parallel_and_memory_fields(full.actor) == {
         "sequence_parallel": True,
+        "context_parallel_size": 1,
         "recompute_granularity": "full",
         "recompute_method": "block",
         "recompute_num_layers": 8,

@@ -109,3 +109,53 @@ def run(rank: int, world_size: int) -> dict:
         return scenarios(rank, world_size)
     finally:
         destroy_distributed()
+
+
+def run_context_parallel(rank: int, world_size: int) -> dict:
+    """CP = world_size: each rank holds its zigzag chunks of the logits (of every padded row, or
+    of every packed sequence); the gathered response log-probs / entropy and each rank's gradient
+    equal the unsplit computation's."""
+    from mindspeed_rl.models import context_parallel as cp
+    from mindspeed_rl.workers.forward_pass import response_log_probs
+    from mindspeed_rl.workers.logprobs import token_log_probs
+    from mindspeed_rl.workers.packing import pack_rows
+    from mindspeed_rl.workers.rows import MegatronRows
+
+    init_distributed(ParallelLayout(context_parallel_size=world_size), seed=1)
+    try:
+        g = torch.Generator().manual_seed(9)
+        length = 4 * world_size  # padded rows: a multiple of 2 * CP
+        rows = MegatronRows(
+            torch.randint(0, VOCAB, (3, length), generator=g), torch.tensor([2, 3, length]),
+            response_width=length - 2, lengths=torch.tensor([length, length - 3, length]),
+        )  # fmt: skip
+        packed = pack_rows(rows, multiple=4 * world_size, segment_multiple=2 * world_size)
+        out = {}
+        for name, shaped, bounds in (("padded", rows, None), ("packed", packed, packed.cu_seqlens)):
+            full = torch.randn(*shaped.tokens.shape, VOCAB, generator=g) * 3
+            weights = torch.randn(3, length - 2, generator=g)
+            for entropy_grad in (False, True):
+                ref_full = full.clone().requires_grad_(True)
+                row, position = shaped.response_positions()
+                ref_lp, ref_ent = token_log_probs(
+                    ref_full[row, position], shaped.tokens[row, position + 1], 0.7, True,
+                    entropy_grad,
+                )  # fmt: skip
+                local = cp.split_sequence(full, world_size, rank, cu_seqlens=bounds)
+                local.requires_grad_(True)
+                lp, ent = response_log_probs(local, shaped, 0.7, True, entropy_grad)
+                for values, entropy in ((ref_lp, ref_ent), (lp, ent)):
+                    loss = (values * weights).sum()
+                    if entropy_grad:
+                        loss = loss + (entropy * weights).sum()
+                    loss.backward()
+                expected = cp.split_sequence(ref_full.grad, world_size, rank, cu_seqlens=bounds)
+                out[name, entropy_grad] = {
+                    "lp": float((lp - ref_lp).abs().max()),
+                    "entropy": float((ent - ref_ent).abs().max()),
+                    "grad": float((local.grad - expected).abs().max()),
+                    "grad_scale": float(expected.abs().max()),
+                }
+        return out
+    finally:
+        destroy_distributed()

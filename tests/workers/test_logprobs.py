@@ -31,3 +31,11 @@ def test_tp1_matches_the_full_vocabulary():
 def test_tp2_vocab_slices_match_the_full_vocabulary():
     for rank_result in run_distributed(logprobs_case.run, 2):
         _check(rank_result)
+
+
+@pytest.mark.slow
+def test_context_parallel_ranks_gather_the_unsplit_log_probs_and_gradients():
+    for rank_result in run_distributed(logprobs_case.run_context_parallel, 2):
+        for entropy_grad, diffs in rank_result.items():
+            assert diffs["lp"] < TOLERANCE and diffs["entropy"] < TOLERANCE, (entropy_grad, diffs)
+            assert diffs["grad_scale"] > 0.1 and diffs["grad"] < TOLERANCE, (entropy_grad, diffs)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from mindspeed_rl.models.tensor_layouts import Block, blocks_into, blocks_shape
 from mindspeed_rl.platform.storage_stash import StorageStash, resident_bytes, unique_storages
 from mindspeed_rl.rollout.base import (
     ENGINE_TAGS,
@@ -76,21 +77,28 @@ class HFRolloutEngine:
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: int) -> int:
         """Copy (HF name, tensor) pairs into the model in place; unknown names are an error."""
+        return self.load_weight_blocks(((name, [t]) for name, t in weights), version)
+
+    def load_weight_blocks(self, items: Iterable[tuple[str, list[Block]]], version: int) -> int:
+        """Copy (HF name, row blocks) items (``weight_sync.iter_synced_blocks``) into the model
+        in place, each block straight into its rows (dtype and device converted on the way);
+        unknown names are an error."""
         params = dict(self.model.named_parameters())
         params.update(dict(self.model.named_buffers()))
         filled: set[int] = set()
         loaded = 0
         with torch.no_grad():
-            for name, tensor in weights:
+            for name, blocks in items:
                 target = params.get(name)
                 if target is None:
                     raise KeyError(f"rollout model has no parameter '{name}'")
-                if target.shape != tensor.shape:
+                shape = blocks_shape(blocks, name)
+                if target.shape != shape:
                     raise ValueError(
                         f"'{name}': engine shape {tuple(target.shape)} != "
-                        f"synced shape {tuple(tensor.shape)}"
+                        f"synced shape {tuple(shape)}"
                     )
-                target.copy_(tensor.to(device=target.device, dtype=target.dtype))
+                blocks_into(blocks, target)
                 filled.add(id(target))
                 loaded += 1
         if self._unfilled:

@@ -194,6 +194,8 @@ class HFRolloutEngine:
                 position_ids=step_positions,
                 past_key_values=cache,
                 use_cache=True,
+                # only the last position is sampled: the prefill's [B, P, V] logits are never made
+                logits_to_keep=1,
             )
             cache = out.past_key_values
             next_tokens, next_lp = sample_next(out.logits[:, -1, :], params, generator)

@@ -12,7 +12,9 @@ dynamic sampling on: that is DAPO) and TRL in its own virtualenv (created here o
 torch pinned to the CPU wheel).
 
 Measures, both sides:
-* whole-process seconds at equal iterations (goal: ours <= 0.7x TRL's);
+* whole-process seconds at equal iterations (goal: ours <= 0.7x TRL's), ours once per
+  ``--gen-prompts`` (prompts per generation round: more than the train batch makes dynamic
+  sampling's extra rounds one batched call, as verl's ``gen_batch_size``);
 * held-out sampled accuracy (one sample per prompt, temperature 1) every ``--eval-every``
   iterations, and the seconds from launch to reach TRL's final accuracy, evaluation time left out
   (goal: ours < TRL's);
@@ -64,14 +66,14 @@ def prompts_as_text(dataset, tokenizer) -> tuple[list[str], list[str], int]:
     return texts, batch.texts("labels"), mismatched
 
 
-def run_ours(args, paths: dict, workdir: Path) -> dict:
-    log_dir = workdir / "ours_logs"
+def run_ours(args, paths: dict, workdir: Path, gen_prompts: int) -> dict:
+    log_dir = workdir / f"ours_logs_gen{gen_prompts}"
     overrides = [
         f"megatron_training.tokenizer_name_or_path={paths['hf']}",
         f"megatron_training.data_path={paths['data']}",
         f"actor_config.load={paths['mcore']}",
         f"megatron_training.train_iters={args.iterations}",
-        f"megatron_training.global_batch_size={args.prompts}",
+        f"megatron_training.global_batch_size={gen_prompts}",
         f"rl_config.filter_groups_train_batch_size={args.prompts}",
         f"rl_config.mini_batch_size={args.prompts}",
         f"rl_config.n_samples_per_prompt={args.samples}",
@@ -138,10 +140,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--eval-every", type=int, default=5)
+    parser.add_argument(
+        "--gen-prompts", type=int, nargs="+", default=None,
+        help="prompts per generation round of our runs (global_batch_size; the train batch stays "
+        "--prompts, surplus kept groups are dropped): one run each; default --prompts and 2x",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--trl-venv", default=str(ROOT / ".venv-trl"))
     args = parser.parse_args()
+    args.gen_prompts = args.gen_prompts or [args.prompts, 2 * args.prompts]
 
     import transformers
 
@@ -164,28 +172,35 @@ def main() -> None:
             data[f"{name}_prompts"], data[f"{name}_labels"] = texts, labels
             mismatched += bad
         trl = run_trl(args, paths, workdir, data)
-        ours = run_ours(args, paths, workdir)
+        runs = {f"ours gen {g}": run_ours(args, paths, workdir, g) for g in args.gen_prompts}
 
-    trl_total, ours_total = trl["end"] - trl["start"], ours["end"] - ours["start"]
+    trl_total = trl["end"] - trl["start"]
     target = trl["evals"][-1]["acc"]
     if venv_seconds:
         print(f"TRL virtualenv created in {venv_seconds:.0f} s")
     print(f"task: {len(data['train_prompts'])} train / {len(data['valid_prompts'])} held-out "
           f"prompts ({mismatched} not re-tokenized identically by TRL), {args.iterations} "
           f"iterations of {args.prompts} x {args.samples}, {args.new_tokens} new tokens")  # fmt: skip
-    print(f"whole process: ours {ours_total:.1f} s, TRL {trl_total:.1f} s "
-          f"-> {ours_total / trl_total:.2f}x (goal <= 0.70x)")  # fmt: skip
-    for name, run in (("ours", ours), ("TRL", trl)):
+    print(f"whole process: TRL {trl_total:.1f} s")
+    for name, run in runs.items():
+        total = run["end"] - run["start"]
+        print(f"whole process: {name} {total:.1f} s -> {total / trl_total:.2f}x TRL "
+              "(goal <= 0.70x)")  # fmt: skip
+    for name, run in {**runs, "TRL": trl}.items():
         curve = " ".join(f"{e['step']}:{e['acc']:.3f}" for e in run["evals"])
-        print(f"held-out accuracy {name:4s} {curve}")
-    reach = {n: seconds_to_reach(r, target) for n, r in (("ours", ours), ("TRL", trl))}
-    shown = {n: f"{s:.1f} s" if s is not None else "not reached" for n, s in reach.items()}
-    print(f"time to TRL's final accuracy {target:.3f} (evaluation left out): "
-          f"ours {shown['ours']}, TRL {shown['TRL']}")  # fmt: skip
-    print(f"ours: start-up (launch to the first validation) {ours['start_up']:.1f} s, "
-          f"{ours['rounds']:.2f} generation rounds per iteration")  # fmt: skip
-    for key, value in ours["per_phase"].items():
-        print(f"  {key:22s} {value:.3f} s / iteration (median)")
+        print(f"held-out accuracy {name:10s} {curve}")
+    print(
+        f"time to TRL's final accuracy {target:.3f} (launch to the first evaluation at or "
+        "above it, evaluation time left out):"
+    )
+    for name, run in {**runs, "TRL": trl}.items():
+        reached = seconds_to_reach(run, target)
+        print(f"  {name:10s} {f'{reached:.1f} s' if reached is not None else 'not reached'}")
+    for name, run in runs.items():
+        print(f"{name}: start-up (launch to the first validation) {run['start_up']:.1f} s, "
+              f"{run['rounds']:.2f} generation rounds per iteration")  # fmt: skip
+        for key, value in run["per_phase"].items():
+            print(f"  {key:22s} {value:.3f} s / iteration (median)")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,22 @@ def concat_blocks(blocks: Sequence[Block]) -> torch.Tensor:
     return torch.cat([b.materialize() if isinstance(b, ColumnConcat) else b for b in blocks])
 
 
+def blocks_into(blocks: Sequence[Block], out: torch.Tensor) -> None:
+    """Write the tensor ``blocks`` stand for into ``out`` (its shape; any dtype or device): one
+    copy per piece, converting on the way, and no intermediate tensor."""
+    row = 0
+    for block in blocks:
+        rows = out[row : row + block.shape[0]]
+        if isinstance(block, ColumnConcat):
+            column = 0
+            for part in block.parts:
+                rows[:, column : column + part.shape[1]].copy_(part)
+                column += part.shape[1]
+        else:
+            rows.copy_(block)
+        row += block.shape[0]
+
+
 def blocks_shape(blocks: Sequence[Block], name: str = "") -> tuple[int, ...]:
     """The shape of the tensor ``blocks`` stand for.
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from mindspeed_rl.models.tensor_layouts import Block, blocks_into, blocks_shape
 from mindspeed_rl.platform.storage_stash import StorageStash, resident_bytes, unique_storages
 from mindspeed_rl.rollout import fused_experts
 from mindspeed_rl.rollout.base import (
@@ -76,24 +77,31 @@ class HFRolloutEngine:
     # --- weights -----------------------------------------------------------------------------
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: int) -> int:
-        """Copy (HF name, tensor) pairs into the model in place; unknown names are an error.
-        Per-expert names fill the fused expert parameters of transformers 5 (``fused_experts``)."""
+        """Copy (HF name, tensor) pairs into the model in place; unknown names are an error."""
+        return self.load_weight_blocks(((name, [t]) for name, t in weights), version)
+
+    def load_weight_blocks(self, items: Iterable[tuple[str, list[Block]]], version: int) -> int:
+        """Copy (HF name, row blocks) items (``weight_sync.iter_synced_blocks``) into the model
+        in place, each block straight into its rows (dtype and device converted on the way);
+        unknown names are an error. Per-expert names fill the fused expert parameters of
+        transformers 5 (``fused_experts``)."""
         params = dict(self.model.named_parameters())
         params.update(dict(self.model.named_buffers()))
         copies: dict[str, int] = {}  # parameter name -> tensors copied into it
         with torch.no_grad():
-            for name, tensor in weights:
+            for name, blocks in items:
                 key, target = name, params.get(name)
                 if target is None and (slot := fused_experts.expert_slot(name, params)):
                     key, target = slot  # a view of the fused parameter
                 if target is None:
                     raise KeyError(f"rollout model has no parameter '{name}'")
-                if target.shape != tensor.shape:
+                shape = blocks_shape(blocks, name)
+                if target.shape != shape:
                     raise ValueError(
                         f"'{name}': engine shape {tuple(target.shape)} != "
-                        f"synced shape {tuple(tensor.shape)}"
+                        f"synced shape {tuple(shape)}"
                     )
-                target.copy_(tensor.to(device=target.device, dtype=target.dtype))
+                blocks_into(blocks, target)
                 copies[key] = copies.get(key, 0) + 1
         if self._unfilled:
             # after a sleep the storage holds nothing: a parameter the sync skipped is garbage
@@ -192,6 +200,8 @@ class HFRolloutEngine:
                 position_ids=step_positions,
                 past_key_values=cache,
                 use_cache=True,
+                # only the last position is sampled: the prefill's [B, P, V] logits are never made
+                logits_to_keep=1,
             )
             cache = out.past_key_values
             next_tokens, next_lp = sample_next(out.logits[:, -1, :], params, generator)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import uuid
 
 import torch
@@ -306,6 +307,7 @@ class DAPOTrainer:
 
     def validate(self) -> dict[str, float]:
         """Sampled accuracy on the held-out prompts, one sample each, same verifiers."""
+        start = time.perf_counter()
         prompts = self.validation_prompts
         ids = [list(map(int, p)) for p in prompts.prompt_ids]
         out = self.rollout.generate(ids, self._sampling(1, salt=-1 - self.iteration))
@@ -318,7 +320,11 @@ class DAPOTrainer:
         metric = self.config.rl_config.filter_groups_metric
         acc = sum(scores.acc[metric]) / max(len(texts), 1)
         self.workers.call("pop_compute_seconds")  # not part of a training iteration's compute
-        return {"val/acc": acc, "val/prompts": float(len(texts))}
+        return {
+            "val/acc": acc,
+            "val/prompts": float(len(texts)),
+            "timing/validate": time.perf_counter() - start,
+        }
 
     # --- checkpoints ---------------------------------------------------------------------------
 

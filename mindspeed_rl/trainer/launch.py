@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 from mindspeed_rl.config.schema import RunConfig
@@ -135,7 +136,9 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     )  # fmt: skip
     started_ray = False
     try:
+        clock = time.perf_counter()
         started_ray = _init_ray(world)
+        ray_seconds = time.perf_counter() - clock
         workers = WorkerGroup(with_profiling(IntegratedWorker), world)
         master_addr, master_port = workers.rendezvous()
         threads = max(1, (os.cpu_count() or 1) // world) if device_type() == "cpu" else 4
@@ -153,7 +156,10 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
                 for p in workers.placements
             ],
         )
-        logger.info("workers ready: %s", [(i.rank, i.dp_rank, i.tp_rank) for i in info])
+        logger.info(
+            "workers ready in %.1f s after Ray in %.1f s: %s", time.perf_counter() - clock
+            - ray_seconds, ray_seconds, [(i.rank, i.dp_rank, i.tp_rank) for i in info],
+        )  # fmt: skip
         trainer = DAPOTrainer(config, workers, info, tokenizer, loader, scorer, sink, validation)
         if resume_state is not None:
             trainer.load_state_dict(resume_state)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -75,7 +76,9 @@ class MetricsSink:
         if iteration % self.log_interval == 0:
             print(line, flush=True)
         if self._jsonl is not None:
-            self._jsonl.write(json.dumps({"iteration": iteration, **metrics}) + "\n")
+            # wall-clock seconds since the epoch: time-to-accuracy and throughput across a run
+            record = {"iteration": iteration, "time": time.time(), **metrics}
+            self._jsonl.write(json.dumps(record) + "\n")
             self._jsonl.flush()
         if self._tb is not None:
             for key, value in metrics.items():

@@ -132,6 +132,13 @@ class IntegratedWorker:
         # what every checkpoint of this run records, so that mg -> hf needs no --hf-config-dir
         self.hf_config_json = hf_config_record(recorded, hf_dir)
         self.mapping = WeightMapping(self.actor.model_config, hf_config.vocab_size, self.layout)
+        self.tp_gather = None
+        if self.layout.tensor_model_parallel_size > 1:
+            from megatron.core import parallel_state
+
+            from mindspeed_rl.platform.host_gather import host_gather_for
+
+            self.tp_gather = host_gather_for(parallel_state.get_tensor_model_parallel_group())
         self.reference = None
         if needs_reference(rl):
             self.reference = ReferenceModel(
@@ -246,11 +253,16 @@ class IntegratedWorker:
     def sync_weights(self) -> tuple[int, int]:
         """Actor -> engine (a collective over the whole group); returns (engine version, actor
         version), which the trainer checks are equal. Leaves the engine ready to generate."""
-        from mindspeed_rl.workers.weight_sync import iter_synced_weights
+        from mindspeed_rl.workers.weight_sync import iter_synced_blocks, iter_synced_weights
 
         self._enter("sync")
-        pairs = iter_synced_weights(self.actor.module, self.mapping)
-        self.engine.load_weights(pairs, self.actor_version)
+        load_blocks = getattr(self.engine, "load_weight_blocks", None)
+        if load_blocks is not None:  # HF-named parameters: blocks go straight into them
+            load_blocks(iter_synced_blocks(self.actor.module, self.mapping, self.tp_gather),
+                        self.actor_version)  # fmt: skip
+        else:
+            pairs = iter_synced_weights(self.actor.module, self.mapping, self.tp_gather)
+            self.engine.load_weights(pairs, self.actor_version)
         self.engine_has_weights = True
         self._enter("generate")
         return self.engine.weight_version, self.actor_version

@@ -4,12 +4,15 @@ Through the one parameter mapping (``models/param_mapping.py``), per layer bucke
 memory is one layer of full tensors, without a round trip through disk:
 
 1. the ranks of pipeline stage ``s`` (and expert-parallel rank ``e``) all-gather the bucket's
-   shards over their tensor-parallel group and merge them into HF tensors;
+   shards over their tensor-parallel group and merge them into HF tensors (through shared memory
+   when the group is gloo on one host: ``platform/host_gather.py``);
 2. the result is broadcast over the expert-parallel group (expert weights only) and over the
    pipeline group, so every rank ends up with every layer.
 
-Every rank calls :func:`iter_synced_weights` in the same order (it is a collective) and feeds the
-pairs to its colocated rollout engine's ``load_weights``.
+Every rank calls :func:`iter_synced_blocks` in the same order (it is a collective) and feeds the
+items to its colocated rollout engine: ``load_weight_blocks`` where the engine holds HF-named
+parameters (the HF engine: the blocks are copied straight into them, one copy per byte), else
+``load_weights`` with whole tensors (:func:`iter_synced_weights`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from collections.abc import Iterator
 
 import torch
 
+from mindspeed_rl.models import tensor_layouts as tl
 from mindspeed_rl.models.param_mapping import Param, WeightMapping
+from mindspeed_rl.models.tensor_layouts import Block
+from mindspeed_rl.platform.host_gather import HostSharedGather
 
 
 def _is_expert(param: Param) -> bool:
@@ -26,9 +32,14 @@ def _is_expert(param: Param) -> bool:
 
 
 def _gather_tp(
-    params: list[Param], state: dict[str, torch.Tensor], tp: int, group
+    params: list[Param],
+    state: dict[str, torch.Tensor],
+    tp: int,
+    group,
+    host_gather: HostSharedGather | None,
 ) -> list[list[torch.Tensor]]:
-    """Every TP rank's shard of each of ``params``: one all-gather per dtype for the bucket."""
+    """Every TP rank's shard of each of ``params``: one all-gather per dtype for the bucket (the
+    pieces may view a reused buffer: merge them before the next call)."""
     locals_ = [state[p.name].detach() for p in params]
     if tp == 1:
         return [[t] for t in locals_]
@@ -37,9 +48,12 @@ def _gather_tp(
     for i, t in enumerate(locals_):
         by_dtype.setdefault(t.dtype, []).append(i)
     for indices in by_dtype.values():
-        flat = torch.cat([locals_[i].reshape(-1) for i in indices])
-        buffers = [torch.empty_like(flat) for _ in range(tp)]
-        torch.distributed.all_gather(buffers, flat, group=group)
+        if host_gather is not None:
+            buffers = host_gather.all_gather([locals_[i] for i in indices])
+        else:
+            flat = torch.cat([locals_[i].reshape(-1) for i in indices])
+            buffers = [torch.empty_like(flat) for _ in range(tp)]
+            torch.distributed.all_gather(buffers, flat, group=group)
         sizes = [locals_[i].numel() for i in indices]
         for buffer in buffers:
             for i, piece in zip(indices, buffer.split(sizes)):
@@ -65,10 +79,16 @@ def _broadcast_pairs(
     return out
 
 
-def iter_synced_weights(
-    module: torch.nn.Module, mapping: WeightMapping
-) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (HF name, full tensor) for the whole model on every rank (a collective)."""
+def iter_synced_blocks(
+    module: torch.nn.Module,
+    mapping: WeightMapping,
+    tp_gather: HostSharedGather | None = None,
+) -> Iterator[tuple[str, list[Block]]]:
+    """Yield (HF name, row blocks of the full tensor) for the whole model on every rank (a
+    collective). The blocks may view buffers reused for the next item: write them where they go
+    (``tensor_layouts.blocks_into``) before asking for it. ``tp_gather``: the TP group's
+    shared-memory gather (``host_gather_for``), kept by the caller so that its buffers are mapped
+    once per run, not once per sync."""
     from megatron.core import parallel_state as ps
 
     state = {k: v for k, v in module.state_dict().items() if not k.endswith("_extra_state")}
@@ -82,29 +102,47 @@ def iter_synced_weights(
     ep_global = torch.distributed.get_process_group_ranks(ep_group) if ep_group else []
     tied = not mapping.model.untie_embeddings_and_output_weights
 
+    def materialized(items: list[tuple[str, list[Block]]]) -> list[tuple[str, torch.Tensor]]:
+        return [(name, tl.concat_blocks(blocks)) for name, blocks in items]
+
     for stage in range(mapping.pp):
         stage_buckets = [mapping.buckets(stage, ep_rank) for ep_rank in range(mapping.ep)]
         for bucket_index in range(len(stage_buckets[0])):
-            stage_pairs: list[tuple[str, torch.Tensor]] | None = None
+            stage_items: list[tuple[str, list[Block]]] | None = None
             if my_pp == stage:
-                stage_pairs = []
+                stage_items = []
                 for ep_rank in range(mapping.ep):
                     bucket = stage_buckets[ep_rank][bucket_index]
                     wanted = [p for p in bucket if ep_rank == 0 or _is_expert(p)]
-                    pairs = None
+                    items = None
                     if my_ep == ep_rank:
                         # a tied output layer's HF tensor is the embedding
                         wanted = [
                             p for p in wanted if not (tied and p.name == "output_layer.weight")
                         ]
-                        pairs = []
+                        items = []
                         for param, shards in zip(
-                            wanted, _gather_tp(wanted, state, mapping.tp, tp_group)
+                            wanted, _gather_tp(wanted, state, mapping.tp, tp_group, tp_gather)
                         ):
-                            pairs.extend(mapping.merge(param, shards))
+                            items.extend(mapping.merge_blocks(param, shards))
                     if mapping.ep > 1:
+                        pairs = materialized(items) if items is not None else None
                         pairs = _broadcast_pairs(pairs, ep_global[ep_rank], ep_group, device)
-                    stage_pairs.extend(pairs)
+                        items = [(name, [tensor]) for name, tensor in pairs]
+                    stage_items.extend(items)
             if mapping.pp > 1:
-                stage_pairs = _broadcast_pairs(stage_pairs, pp_global[stage], pp_ranks, device)
-            yield from stage_pairs
+                pairs = materialized(stage_items) if stage_items is not None else None
+                pairs = _broadcast_pairs(pairs, pp_global[stage], pp_ranks, device)
+                stage_items = [(name, [tensor]) for name, tensor in pairs]
+            yield from stage_items
+
+
+def iter_synced_weights(
+    module: torch.nn.Module,
+    mapping: WeightMapping,
+    tp_gather: HostSharedGather | None = None,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """:func:`iter_synced_blocks` as (HF name, full tensor) pairs, each a new tensor: for engines
+    that take whole tensors (vLLM's loaders)."""
+    for name, blocks in iter_synced_blocks(module, mapping, tp_gather):
+        yield name, tl.concat_blocks(blocks)

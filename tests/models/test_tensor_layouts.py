@@ -109,3 +109,14 @@ def test_grouped_unpack_views_equal_the_contiguous_unpack():
         views = unpack(weight, 2, contiguous=False)
         assert all(v.data_ptr() >= weight.data_ptr() and not v.is_contiguous() for v in views)
         assert all(torch.equal(a, b) for a, b in zip(views, unpack(weight, 2), strict=True))
+
+
+def test_blocks_into_writes_rows_and_column_joins_converting_dtype():
+    a = torch.arange(6.0).reshape(2, 3)
+    left, right = torch.arange(4.0).reshape(2, 2), torch.arange(10.0, 14.0).reshape(2, 2)
+    out = torch.zeros(4, 4, dtype=torch.bfloat16)
+    tl.blocks_into([torch.cat([a, a[:, :1]], dim=1), tl.ColumnConcat((left, right))], out)
+    expected = torch.tensor(
+        [[0, 1, 2, 0], [3, 4, 5, 3], [0, 1, 10, 11], [2, 3, 12, 13]], dtype=torch.bfloat16
+    )
+    assert torch.equal(out, expected)

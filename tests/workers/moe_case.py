@@ -54,9 +54,10 @@ def run(
         save_rank,
     )
     from mindspeed_rl.models.param_mapping import WeightMapping
+    from mindspeed_rl.models.tensor_layouts import concat_blocks
     from mindspeed_rl.rollout.hf_engine import HFRolloutEngine
     from mindspeed_rl.workers.actor import MegatronActor, UpdateBatch
-    from mindspeed_rl.workers.weight_sync import iter_synced_weights
+    from mindspeed_rl.workers.weight_sync import iter_synced_blocks
 
     layout = ParallelLayout(tp, 1, ep)
     init_distributed(layout, seed=3)
@@ -99,12 +100,13 @@ def run(
         synced = {}
         mapping = WeightMapping(actor.model_config, vocab, layout)
 
-        def remember(pairs):
-            for name, tensor in pairs:
-                synced[name] = tensor.clone()
-                yield name, tensor
+        def remember(items):
+            for name, blocks in items:
+                synced[name] = concat_blocks(blocks).clone()  # the blocks' buffers are reused
+                yield name, blocks
 
-        engine.load_weights(remember(iter_synced_weights(actor.module, mapping)), version=1)
+        # the integrated worker's path: TP row blocks straight into the (fused) parameters
+        engine.load_weight_blocks(remember(iter_synced_blocks(actor.module, mapping)), version=1)
         trained = actor.compute_log_prob(rows, 4)
         out["trained_moved"] = float((trained - before)[mask].abs().max())
         out["sync_diff"] = float((trained - _engine_log_probs(engine, rows))[mask].abs().max())

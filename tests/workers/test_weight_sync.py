@@ -19,3 +19,5 @@ def test_hf_engine_follows_the_tp2_actor():
         assert result["stale"] > 1e-4, "the optimizer step must change the logits"
         assert result["resynced"] <= 1e-4
         assert result["version"] == 2
+        assert result["shared_memory"], "2 gloo ranks on one host gather through shared memory"
+        assert result["paths_equal"], "the shared-memory block path must load the same bytes"

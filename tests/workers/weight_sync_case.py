@@ -31,11 +31,12 @@ def _megatron_logits(actor, tokens: torch.Tensor) -> torch.Tensor:
 def run(rank: int, world_size: int) -> dict:
     from mindspeed_rl.models.hf_config import model_config_from_hf
     from mindspeed_rl.models.param_mapping import WeightMapping
+    from mindspeed_rl.platform.host_gather import host_gather_for
     from mindspeed_rl.rollout.hf_engine import HFRolloutEngine
     from mindspeed_rl.rollout.sampling import SamplingParams
     from mindspeed_rl.workers.actor import MegatronActor, UpdateBatch
     from mindspeed_rl.workers.rows import to_megatron_rows
-    from mindspeed_rl.workers.weight_sync import iter_synced_weights
+    from mindspeed_rl.workers.weight_sync import iter_synced_blocks, iter_synced_weights
 
     layout = ParallelLayout(tensor_model_parallel_size=world_size)
     init_distributed(layout, seed=3)
@@ -103,12 +104,23 @@ def run(rank: int, world_size: int) -> dict:
             result["stale"] = (
                 (engine.model(probe).logits - _megatron_logits(actor, probe)).abs().max().item()
             )
-        engine.load_weights(iter_synced_weights(actor.module, mapping), version=2)
+        # the worker's path: shards through shared memory, blocks straight into the engine --
+        # the same bytes as gloo's all-gather and whole tensors
+        from megatron.core import parallel_state
+
+        tp_gather = host_gather_for(parallel_state.get_tensor_model_parallel_group())
+        result["shared_memory"] = tp_gather is not None
+        engine.load_weight_blocks(iter_synced_blocks(actor.module, mapping, tp_gather), version=2)
         with torch.no_grad():
             result["resynced"] = (
                 (engine.model(probe).logits - _megatron_logits(actor, probe)).abs().max().item()
             )
         result["version"] = engine.weight_version
+        through_blocks = {n: p.detach().clone() for n, p in engine.model.named_parameters()}
+        engine.load_weights(iter_synced_weights(actor.module, mapping), version=3)
+        result["paths_equal"] = all(
+            torch.equal(through_blocks[n], p) for n, p in engine.model.named_parameters()
+        )
         return result
     finally:
         destroy_distributed()

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 HF_SHAPE = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-    num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=False,
+    hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
     rope_theta=10000.0, rms_norm_eps=1e-6,
 )  # fmt: skip
 KV_CACHE_BYTES = 64 << 20

@@ -263,6 +263,20 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
         report(
             "generate_config.sampling_config.logprobs", "only 1 (the sampled token) is supported"
         )
+    for key, value, active in (
+        ("top_p", sampling.top_p, sampling.top_p < 1.0),
+        ("top_k", sampling.top_k, sampling.top_k > 0),
+        ("min_p", sampling.min_p, sampling.min_p > 0.0),
+    ):
+        if active:
+            # the log-prob semantics are "before truncation" everywhere (docs/rollout.md): vLLM's
+            # processed log-probs are renormalised over the kept tokens, the actor's are not
+            report(
+                f"generate_config.sampling_config.{key}",
+                f"{value}: truncated sampling is refused for training rollouts (rollout and "
+                "actor log-probs would follow different distributions; docs/rollout.md, "
+                "Truncated sampling); use top_p 1.0, top_k -1, min_p 0.0",
+            )
     if actor.min_lr > actor.lr:
         report("actor_config.min_lr", f"{actor.min_lr} is larger than lr = {actor.lr}")
     if not actor.finetune and actor.load is None:

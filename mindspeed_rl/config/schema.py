@@ -288,8 +288,16 @@ class GenerateConfig(Section):
         None, "Device memory per rank for the --dry-run memory ledger (default 64: Atlas A2/A3).",
         gt=0,
     )  # fmt: skip
+    kv_cache_memory_bytes: int | None = _f(
+        None, "vLLM KV cache per engine in bytes (required with engine: vllm on CPU; on "
+        "accelerators it replaces gpu_memory_utilization).", gt=0,
+    )  # fmt: skip
+    sleep_level: Literal[1, 2] = _f(
+        1, "vLLM sleep level where the platform has sleep mode: 1 offloads the weights to host "
+        "memory (safe on vllm-ascend), 2 discards them (the sync refills them).",
+    )  # fmt: skip
     enforce_eager: bool = _f(True, "No graph capture in the engine.")
-    enable_prefix_caching: bool = _f(False, "Engine prefix cache.")
+    enable_prefix_caching: bool = _f(False, "Engine prefix cache (reset after every weight load).")
     sampling_config: SamplingConfig = _f(SamplingConfig(), "Sampling parameters.")
 
 

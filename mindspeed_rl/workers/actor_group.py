@@ -19,6 +19,7 @@ from tensordict import TensorDict
 from mindspeed_rl.config.schema import RunConfig
 from mindspeed_rl.rollout.base import RolloutOutput, pack_responses
 from mindspeed_rl.rollout.sampling import SamplingParams
+from mindspeed_rl.rollout.seeds import engine_seed
 from mindspeed_rl.workers.actor import UpdateBatch
 from mindspeed_rl.workers.batch_plan import (
     BatchPlan,
@@ -181,13 +182,19 @@ class RolloutGroup:
             (chunks[r // self.tp], _with_seed(params, r // self.tp)) for r in range(len(self.infos))
         ]
         outputs = self.workers.call("generate", per_rank=per_rank)
-        return _interleave(
-            [outputs[e * self.tp] for e in range(self.engines)], len(prompt_ids), self.pad_token_id
-        )
+        # one TP peer per engine sends its outputs back (``WorkerInfo.returns_rollout``)
+        by_engine: list[RolloutOutput | None] = [None] * self.engines
+        for info, out in zip(self.infos, outputs):
+            if info.returns_rollout:
+                by_engine[info.rank // self.tp] = out
+            assert info.returns_rollout or out is None, f"rank {info.rank}: duplicate rollout"
+        return _interleave(by_engine, len(prompt_ids), self.pad_token_id)
 
 
 def _with_seed(params: SamplingParams, engine: int) -> SamplingParams:
-    seed = None if params.seed is None else params.seed * 31 + engine
+    """The engine's share of the call gets its own seed (``rollout/seeds.py``): the streams of
+    (engine, prompt, sample) are then all distinct."""
+    seed = None if params.seed is None else engine_seed(params.seed, engine)
     return dataclasses.replace(params, seed=seed)
 
 

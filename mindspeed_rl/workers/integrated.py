@@ -39,6 +39,7 @@ class IntegratedWorker:
         self.engine_has_weights = False  # False after a sleep that dropped them: sync first
         self.ledger = MemoryLedger()
         self.phase = "setup"
+        self.returns_rollout = True  # False on the TP peers of a rollout engine but its first
 
     def address_and_free_port(self) -> tuple[str, int]:
         import ray
@@ -68,7 +69,8 @@ class IntegratedWorker:
         from mindspeed_rl.models.param_mapping import WeightMapping
         from mindspeed_rl.platform.device import current_device, device_type
         from mindspeed_rl.platform.megatron_setup import prepare_megatron
-        from mindspeed_rl.rollout.factory import engine_kind
+        from mindspeed_rl.rollout.base import eos_token_ids_of
+        from mindspeed_rl.rollout.factory import engine_kind, hf_engine_dtype
         from mindspeed_rl.workers.actor import MegatronActor
         from mindspeed_rl.workers.reference import (
             ReferenceModel,
@@ -98,10 +100,7 @@ class IntegratedWorker:
             )
         tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
         hf_config = transformers.AutoConfig.from_pretrained(hf_dir)
-        eos = (
-            hf_config.eos_token_id if hf_config.eos_token_id is not None else tokenizer.eos_token_id
-        )
-        self.eos_token_ids = eos if isinstance(eos, list) else [eos]
+        self.eos_token_ids = eos_token_ids_of(hf_dir) or [tokenizer.eos_token_id]
         self.pad_token_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
         )
@@ -165,7 +164,9 @@ class IntegratedWorker:
                     "generate_config.infer_tensor_parallel_size must be 1 with the hf engine "
                     "(each rank generates with a whole model)"
                 )
-            model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+            model = transformers.AutoModelForCausalLM.from_config(
+                hf_config, dtype=hf_engine_dtype(gen, device_type())
+            )
             model.to(current_device())
             self.engine = HFRolloutEngine(
                 model, self.eos_token_ids, self.pad_token_id, max_num_seqs=gen.max_num_seqs
@@ -174,8 +175,11 @@ class IntegratedWorker:
             from mindspeed_rl.rollout.vllm_engine import VLLMRolloutEngine
 
             self.engine = VLLMRolloutEngine(
-                gen, hf_dir, hf_dir, self.eos_token_ids, self.pad_token_id, actor_cfg.seed
-            )
+                gen, hf_dir, hf_dir, self.eos_token_ids, self.pad_token_id, actor_cfg.seed,
+                device_type(),
+            )  # fmt: skip
+        # vLLM's TP groups under external_launcher are consecutive ranks
+        self.returns_rollout = self.rank % gen.infer_tensor_parallel_size == 0
         self.sync_weights()
         return WorkerInfo(
             rank=self.rank,
@@ -190,6 +194,7 @@ class IntegratedWorker:
             engine=kind,
             eos_token_ids=tuple(self.eos_token_ids),
             pad_token_id=self.pad_token_id,
+            returns_rollout=self.returns_rollout,
         )
 
     # --- checkpoints ---------------------------------------------------------------------------
@@ -278,7 +283,8 @@ class IntegratedWorker:
         with self.compute.phase("gen"):
             out = self.engine.generate(prompts, params)
         self._record("generate")  # with the KV cache's peak
-        return out
+        # the TP peers of an engine all hold its outputs: only the first sends them back
+        return out if self.returns_rollout else None
 
     def memory_ledger(self) -> list[dict]:
         """Bytes resident per phase transition (the last ones; see workers/residency.py)."""

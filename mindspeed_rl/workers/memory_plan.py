@@ -11,8 +11,9 @@ prints it), for the phases of ``workers/residency.py``. What a phase holds:
 * engine weights: the whole model / rollout TP (experts / rollout EP) in ``generate_config.dtype``;
 * reference: with a KL term, a second copy of the actor params, on the device in its log-prob
   pass only;
-* KV cache: what vLLM takes, ``gpu_memory_utilization`` x device memory minus its weights; with
-  ``engine: hf`` (allocated per call) a full cache of ``max_num_seqs`` x ``max_model_len`` tokens.
+* KV cache: what vLLM takes, ``kv_cache_memory_bytes`` or else ``gpu_memory_utilization`` x
+  device memory minus its weights; with ``engine: hf`` (allocated per call) a full cache of
+  ``max_num_seqs`` x ``max_model_len`` tokens.
 
 Activations and the allocator's fragmentation are not in it: a phase that fits with little to
 spare may still run out. The device memory is ``generate_config.device_memory_gb`` (default 64 GB,
@@ -118,6 +119,8 @@ def predicted_bytes(config: RunConfig) -> dict[str, float]:
             model.num_query_groups if model.group_query_attention else model.num_attention_heads
         )
         kv_cache = 4 * 2 * layers * groups * head_dim * gen.max_num_seqs * gen.max_model_len
+    elif gen.kv_cache_memory_bytes is not None:  # vLLM given the cache in bytes
+        kv_cache = float(gen.kv_cache_memory_bytes)
     else:
         kv_cache = max(gen.gpu_memory_utilization * device - engine, 0.0)
     return {

@@ -21,3 +21,6 @@ class WorkerInfo:
     engine: str
     eos_token_ids: tuple[int, ...]
     pad_token_id: int
+    # the first rank of each rollout engine's TP group: the only one whose generate() returns
+    # outputs (its peers hold the same ones and return None)
+    returns_rollout: bool = True

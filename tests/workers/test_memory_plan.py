@@ -109,3 +109,10 @@ def test_a_kl_term_adds_the_reference_in_its_phase_only(tmp_path):
     assert ref["reference"] == ref["actor_params"] == dapo["update"]["actor_params"] > 0
     assert ref["actor_grads"] == ref["actor_optimizer"] == ref["kv_cache"] == 0
     assert all(kl[name]["reference"] == 0 for name in kl if name != "ref_log_prob")
+
+
+def test_a_kv_cache_given_in_bytes_is_what_vllm_takes():
+    config = load_run_config(
+        "dapo_qwen25_32b_A3", overrides=["generate_config.kv_cache_memory_bytes=8589934592"]
+    )
+    assert predicted_bytes(config)["kv_cache"] == 8 * GIB

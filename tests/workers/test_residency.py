@@ -39,6 +39,8 @@ def _vllm_engine(calls) -> VLLMRolloutEngine:
     engine = VLLMRolloutEngine.__new__(VLLMRolloutEngine)  # no vLLM: only the memory logic
     engine._llm = RecordingLLM(calls)
     engine.awake = {"weights", "kv_cache"}
+    engine.has_sleep_mode = True  # as on CUDA / NPU
+    engine.sleep_level = 2
     engine.keeps_weights_asleep = False
     return engine
 

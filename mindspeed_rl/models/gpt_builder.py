@@ -111,12 +111,15 @@ def build_gpt_model(
     layout: ParallelLayout = SINGLE_PROCESS,
     params_dtype: torch.dtype = torch.float32,
     backend: str | None = None,
+    vocab_size: int | None = None,
     **overrides: Any,
 ):
     """This rank's ``GPTModel`` (its pipeline stage, TP / EP shard) for ``model``.
 
     ``model.padded_vocab_size`` must be set (the embedding rows of the checkpoint). ``backend``
     (``layer_specs.BACKENDS``) defaults to this platform's (``layer_specs.platform_backend``).
+    ``vocab_size``: the Hugging Face vocabulary; logits of the padding rows beyond it are masked
+    out of every softmax (``padded_vocab.py``).
     """
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
@@ -145,6 +148,10 @@ def build_gpt_model(
     if llama3:
         _set_llama3_inv_freq(gpt.rotary_pos_emb, model)
     _cast_parameters(gpt, params_dtype)
+    if vocab_size is not None:
+        from mindspeed_rl.models.padded_vocab import mask_padded_vocab
+
+        mask_padded_vocab(gpt, vocab_size, model.padded_vocab_size)
     return gpt
 
 

@@ -92,10 +92,12 @@ class MegatronActor:
         params_dtype: torch.dtype = torch.float32,
         temperature: float = 1.0,
         initialize: bool = True,
+        vocab_size: int | None = None,
     ) -> None:
         """``initialize=False``: a checkpoint provides every weight next, so the model skips
         Megatron's random initialisation (at 32B minutes of fp32 work and host memory per
-        rank, thrown away by the load)."""
+        rank, thrown away by the load). ``vocab_size``: the HF vocabulary the rollout engine
+        samples from (padding rows beyond it leave the softmax)."""
         from megatron.core.distributed import (
             DistributedDataParallel,
             DistributedDataParallelConfig,
@@ -128,7 +130,7 @@ class MegatronActor:
         )
         module = build_gpt_model(
             model_config, layout, params_dtype, perform_initialization=initialize,
-            **model_build_options(actor_config),
+            vocab_size=vocab_size, **model_build_options(actor_config),
         )  # fmt: skip
         self.micro_layout = micro_layout(rl_config, actor_config, module.config)
         # on the rank's device before DDP wraps it: DDP's buffers (and, without the distributed

@@ -108,6 +108,7 @@ class IntegratedWorker:
         self.actor = MegatronActor(
             config.model, actor_cfg, rl, self.layout, total_optimizer_steps, dtype,
             temperature=gen.sampling_config.temperature, initialize=actor_cfg.load is None,
+            vocab_size=hf_config.vocab_size,
         )  # fmt: skip
         recorded = None  # the loaded checkpoint's hf_config record, carried into every save
         if actor_cfg.load is not None:
@@ -144,6 +145,7 @@ class IntegratedWorker:
                 self.actor.model_config, actor_cfg, rl, self.layout,
                 reference_load_path(actor_cfg, rl), self._shard_layout(), self._shard_position(),
                 dtype, temperature=gen.sampling_config.temperature,
+                vocab_size=hf_config.vocab_size,
             )  # fmt: skip
         self.offloader = TrainStateOffloader(
             self.actor.model,

@@ -51,6 +51,7 @@ class ReferenceModel:
         position: tuple[int, int, int],
         params_dtype: torch.dtype,
         temperature: float,
+        vocab_size: int | None = None,
     ) -> None:
         """``model_config``: the architecture the actor built (e.g. per-expert MLPs on CPU)."""
         from mindspeed_rl.checkpoint.mcore_layout import read_tracker
@@ -63,7 +64,7 @@ class ReferenceModel:
         self.temperature = temperature
         module = build_gpt_model(
             model_config, layout, params_dtype, perform_initialization=False,
-            **model_build_options(actor_config),
+            vocab_size=vocab_size, **model_build_options(actor_config),
         )  # fmt: skip
         self.micro_layout = micro_layout(rl_config, actor_config, module.config)
         module.requires_grad_(False)

@@ -21,3 +21,5 @@ def test_hf_engine_follows_the_tp2_actor():
         assert result["version"] == 2
         assert result["shared_memory"], "2 gloo ranks on one host gather through shared memory"
         assert result["paths_equal"], "the shared-memory block path must load the same bytes"
+        assert result["padded_vocab_diff"] <= 1e-4, "padding rows must not enter the softmax"
+        assert result["unmasked_padded_vocab_diff"] > 1e-2, "the padding rows must matter here"

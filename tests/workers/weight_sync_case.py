@@ -73,18 +73,22 @@ def run(rank: int, world_size: int) -> dict:
                 (engine.model(probe).logits - _megatron_logits(actor, probe)).abs().max().item()
             )
 
+        def rollout_rows(seed: int):
+            """Sampled rollouts of PROMPTS (different lengths) as the actor's rows."""
+            out = engine.generate(
+                PROMPTS, SamplingParams(n=2, temperature=temperature, max_tokens=6, seed=seed)
+            )
+            prompts = torch.zeros(len(out.prompt_index), 6, dtype=torch.long)
+            prompt_mask = torch.zeros_like(prompts)
+            for row, p in enumerate(out.prompt_index):
+                prompts[row, 6 - len(PROMPTS[p]) :] = torch.tensor(PROMPTS[p])
+                prompt_mask[row, 6 - len(PROMPTS[p]) :] = 1
+            rows = to_megatron_rows(prompts, prompt_mask, out.responses, out.response_mask, 0)
+            return out, rows, out.response_mask.bool()
+
         # rollout log-probs vs the actor's recomputation, prompts of different lengths
-        out = engine.generate(
-            PROMPTS, SamplingParams(n=2, temperature=temperature, max_tokens=6, seed=1)
-        )
-        prompts = torch.zeros(len(out.prompt_index), 6, dtype=torch.long)
-        prompt_mask = torch.zeros_like(prompts)
-        for row, p in enumerate(out.prompt_index):
-            prompts[row, 6 - len(PROMPTS[p]) :] = torch.tensor(PROMPTS[p])
-            prompt_mask[row, 6 - len(PROMPTS[p]) :] = 1
-        rows = to_megatron_rows(prompts, prompt_mask, out.responses, out.response_mask, 0)
+        out, rows, mask = rollout_rows(seed=1)
         recomputed = actor.compute_log_prob(rows, 2)
-        mask = out.response_mask.bool()
         result["logprob_mean_abs_diff"] = (
             (recomputed - out.rollout_log_probs)[mask].abs().mean().item()
         )
@@ -121,6 +125,22 @@ def run(rank: int, world_size: int) -> dict:
         result["paths_equal"] = all(
             torch.equal(through_blocks[n], p) for n, p in engine.model.named_parameters()
         )
+
+        # a checkpoint with a padded vocabulary (128 rows for 96 ids: rank 1 holds the 32
+        # padding rows, randomly initialised here): the padding stays out of the softmax
+        padded_info = model_config_from_hf(
+            hf_config.to_dict(), tensor_parallel_size=world_size, make_vocab_size_divisible_by=64
+        )
+        padded = MegatronActor(padded_info.model, actor_cfg, rl, layout, 1,
+                               temperature=temperature, vocab_size=VOCAB)  # fmt: skip
+        padded_mapping = WeightMapping(padded_info.model, VOCAB, layout)
+        engine.load_weights(iter_synced_weights(padded.module, padded_mapping), version=4)
+        out, rows, mask = rollout_rows(seed=2)
+        diff = (padded.compute_log_prob(rows, 2) - out.rollout_log_probs)[mask].abs().mean()
+        result["padded_vocab_diff"] = diff.item()
+        padded.module.output_layer._forward_hooks.clear()  # the same weights, unmasked
+        unmasked = (padded.compute_log_prob(rows, 2) - out.rollout_log_probs)[mask]
+        result["unmasked_padded_vocab_diff"] = unmasked.abs().mean().item()
         return result
     finally:
         destroy_distributed()

@@ -12,12 +12,15 @@ collective: :func:`host_gather_for` returns None for them.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
 import uuid
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 # /dev/shm is tmpfs on Linux: a file there is shared memory; elsewhere a temp file still works,
 # backed by the page cache
@@ -31,6 +34,11 @@ def _host_id() -> str:
     except OSError:
         boot = ""
     return f"{socket.gethostname()}:{boot}"
+
+
+def _free_bytes() -> int:
+    stat = os.statvfs(_SHM_DIR)
+    return stat.f_bavail * stat.f_frsize
 
 
 def _mapped(path: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
@@ -75,6 +83,8 @@ class HostSharedGather:
         dtype = parts[0].dtype
         views = self._views.get(dtype)
         if views is None or views[0].numel() < numel:
+            if not self._room_for(numel * parts[0].element_size()):
+                return self._through_backend(parts)
             self._grow(numel, dtype)
             views = self._views[dtype]
         else:
@@ -83,6 +93,26 @@ class HostSharedGather:
         torch.cat([p.reshape(-1) for p in parts], out=views[self.rank][:numel])
         torch.distributed.barrier(group=self.group)
         return [v[:numel] for v in views]
+
+    def _room_for(self, nbytes: int) -> bool:
+        """Whether every rank sees room for the group's buffers of ``nbytes`` each (a collective:
+        all ranks take the same path). A container's /dev/shm is often 64 MiB: writing past a
+        full tmpfs would kill the process with SIGBUS, not raise."""
+        ok = torch.tensor([1 if nbytes * self.size <= 0.9 * _free_bytes() else 0])
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN, group=self.group)
+        if not ok.item():
+            logger.warning(
+                "weight sync: %s has no room for %.0f MiB of shared gather buffers; this "
+                "gather goes through the gloo backend (slower; enlarge /dev/shm, e.g. docker "
+                "--shm-size)", _SHM_DIR, nbytes * self.size / 2**20,
+            )  # fmt: skip
+        return bool(ok.item())
+
+    def _through_backend(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+        flat = torch.cat([p.reshape(-1) for p in parts])
+        out = [torch.empty_like(flat) for _ in range(self.size)]
+        torch.distributed.all_gather(out, flat, group=self.group)
+        return out
 
 
 def host_gather_for(group) -> HostSharedGather | None:

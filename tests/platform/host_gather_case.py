@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from mindspeed_rl.platform import host_gather
 from mindspeed_rl.platform.host_gather import _SHM_DIR, host_gather_for
 
 
@@ -34,6 +35,15 @@ def run(rank: int, world_size: int) -> dict:
             torch.equal(k[:5], torch.arange(5, dtype=torch.float32) + 100 * r + 1)
             for r, k in enumerate(kept)
         )
+        # rank 1's /dev/shm is full: both ranks take gloo for a buffer that would have to grow
+        if rank == 1:
+            host_gather._free_bytes = lambda: 0
+        parts = [torch.arange(5000.0) + rank]
+        got = gather.all_gather(parts)
+        result["full_shm_equal"] = all(
+            torch.equal(g, torch.arange(5000.0) + r) for r, g in enumerate(got)
+        )
+        result["full_shm_buffer_kept"] = gather._views[torch.float32][0].numel() == 1006
         torch.distributed.barrier()
         result["left_in_shm"] = [n for n in os.listdir(_SHM_DIR) if "mindspeed_rl-gather" in n]
         return result

@@ -36,9 +36,15 @@ def _host_id() -> str:
     return f"{socket.gethostname()}:{boot}"
 
 
-def _free_bytes() -> int:
-    stat = os.statvfs(_SHM_DIR)
-    return stat.f_bavail * stat.f_frsize
+def _reserve(fd: int, nbytes: int) -> bool:
+    """Allocate the file's blocks now: a sparse file on a tmpfs that fills up later (other ranks,
+    other TP groups, other programs; a container's /dev/shm is often 64 MiB) kills the process
+    with SIGBUS at the first write past the end, where ``posix_fallocate`` raises ENOSPC here."""
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError:
+        return False
+    return True
 
 
 def _mapped(path: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
@@ -60,21 +66,34 @@ class HostSharedGather:
         self._views: dict[torch.dtype, list[torch.Tensor]] = {}
         self._generation = 0
 
-    def _grow(self, numel: int, dtype: torch.dtype) -> None:
-        """Every rank maps a buffer of ``numel`` elements and opens the others' (collective)."""
+    def _grow(self, numel: int, dtype: torch.dtype) -> bool:
+        """Every rank maps a buffer of ``numel`` elements and opens the others' (collective).
+        False on every rank, with nothing mapped, when any rank could not reserve its buffer."""
         self._generation += 1
         name = f"mindspeed_rl-gather-{self._token}-{self._generation}-r{self.rank}"
         path = os.path.join(_SHM_DIR, name)
+        nbytes = numel * torch.empty((), dtype=dtype).element_size()
         with open(path, "wb") as f:
-            f.truncate(numel * torch.empty((), dtype=dtype).element_size())
+            reserved = _reserve(f.fileno(), nbytes)
+        ok = torch.tensor([1 if reserved else 0])
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN, group=self.group)
+        if not ok.item():
+            os.unlink(path)
+            logger.warning(
+                "weight sync: %s has no room for %.0f MiB of shared gather buffers on some "
+                "rank; this gather goes through the gloo backend (slower; enlarge /dev/shm, "
+                "e.g. docker --shm-size)", _SHM_DIR, nbytes * self.size / 2**20,
+            )  # fmt: skip
+            return False
         paths: list[str | None] = [None] * self.size
         torch.distributed.all_gather_object(paths, path, group=self.group)
         try:
             self._views[dtype] = [_mapped(p, numel, dtype) for p in paths]
         finally:
-            # the mappings outlive the names: nothing is left in /dev/shm, even after a crash
+            # the mappings outlive the names: once every rank has mapped, /dev/shm holds nothing
             torch.distributed.barrier(group=self.group)
             os.unlink(path)
+        return True
 
     def all_gather(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
         """Every rank's ``parts`` concatenated flat (the same numels and dtype on all ranks), in
@@ -83,9 +102,8 @@ class HostSharedGather:
         dtype = parts[0].dtype
         views = self._views.get(dtype)
         if views is None or views[0].numel() < numel:
-            if not self._room_for(numel * parts[0].element_size()):
+            if not self._grow(numel, dtype):
                 return self._through_backend(parts)
-            self._grow(numel, dtype)
             views = self._views[dtype]
         else:
             # the previous call's views may still be read by a slower rank
@@ -93,20 +111,6 @@ class HostSharedGather:
         torch.cat([p.reshape(-1) for p in parts], out=views[self.rank][:numel])
         torch.distributed.barrier(group=self.group)
         return [v[:numel] for v in views]
-
-    def _room_for(self, nbytes: int) -> bool:
-        """Whether every rank sees room for the group's buffers of ``nbytes`` each (a collective:
-        all ranks take the same path). A container's /dev/shm is often 64 MiB: writing past a
-        full tmpfs would kill the process with SIGBUS, not raise."""
-        ok = torch.tensor([1 if nbytes * self.size <= 0.9 * _free_bytes() else 0])
-        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN, group=self.group)
-        if not ok.item():
-            logger.warning(
-                "weight sync: %s has no room for %.0f MiB of shared gather buffers; this "
-                "gather goes through the gloo backend (slower; enlarge /dev/shm, e.g. docker "
-                "--shm-size)", _SHM_DIR, nbytes * self.size / 2**20,
-            )  # fmt: skip
-        return bool(ok.item())
 
     def _through_backend(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
         flat = torch.cat([p.reshape(-1) for p in parts])

@@ -95,7 +95,10 @@ def sample_next(
             # inverse CDF with one uniform per row; scaled by the total so that rounding never
             # selects a token of zero probability past the end
             cdf = probs.cumsum(dim=-1)
+            # below 1 by one fp32 step at least: u * total then never rounds up to the total,
+            # which would land on trailing zero-probability tokens
             uniform = torch.cat([torch.rand(1, generator=g) for g in generator])
+            uniform = uniform.clamp(max=1.0 - 2.0**-23)
             target = uniform.to(cdf.device).unsqueeze(-1) * cdf[:, -1:]
             tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1)
             tokens = tokens.clamp(max=probs.shape[-1] - 1)

@@ -77,7 +77,9 @@ def engine_kwargs(
         "load_format": "dummy",
         "seed": seed,
         "disable_log_stats": True,
-        # the sampled token's log-prob of logits / temperature (docs/architecture.md)
+        # the sampled token's log-prob of logits / temperature (docs/architecture.md); with
+        # top-k / top-p / min-p vLLM would renormalise over the kept tokens, which is why
+        # config/checks.py refuses truncated sampling for training rollouts
         "logprobs_mode": "processed_logprobs",
     }
     if device_type == "cpu":
@@ -107,6 +109,12 @@ def accepted_engine_kwargs(kwargs: dict[str, Any], fields: Collection[str]) -> d
         raise RuntimeError(
             f"the installed vLLM's EngineArgs lacks {missing}: it is too old for colocated "
             "rollout (docs/rollout.md, version table)"
+        )
+    if "kv_cache_memory_bytes" in kwargs and "kv_cache_memory_bytes" not in fields:
+        # dropping it would leave vLLM on its default share of device memory, beside the actor
+        raise RuntimeError(
+            "generate_config.kv_cache_memory_bytes is set but the installed vLLM does not take "
+            "kv_cache_memory_bytes: unset it and size the KV cache with gpu_memory_utilization"
         )
     dropped = sorted(set(kwargs) - set(fields))
     if dropped:

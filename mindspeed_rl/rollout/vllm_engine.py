@@ -68,11 +68,25 @@ def _launcher_env() -> None:
 
 
 def _reload_takes_iterator(worker) -> bool:
-    """Runs inside the vLLM worker (``collective_rpc``): does its model runner reload weights
-    from an iterator (vLLM 0.32: ``reload_weights(weights_iterator=...)``; older versions only
-    re-read the checkpoint from disk)?"""
-    method = getattr(getattr(worker, "model_runner", None), "reload_weights", None)
-    return method is not None and "weights_iterator" in inspect.signature(method).parameters
+    """Runs inside the vLLM worker (``collective_rpc``): does ``collective_rpc("reload_weights",
+    weights_iterator=...)`` reach a model runner that reloads from an iterator? Both ends are
+    checked: the worker's method (what the RPC calls; vLLM 0.32 forwards ``**kwargs``, older
+    workers and some platform workers take none) and the runner's (0.32:
+    ``reload_weights(weights_iterator=...)``; older versions only re-read the checkpoint)."""
+
+    def takes(method, name: str, forwarding_ok: bool) -> bool:
+        if method is None:
+            return False
+        params = inspect.signature(method).parameters.values()
+        return any(
+            p.name == name or (forwarding_ok and p.kind is inspect.Parameter.VAR_KEYWORD)
+            for p in params
+        )
+
+    runner = getattr(worker, "model_runner", None)
+    return takes(getattr(worker, "reload_weights", None), "weights_iterator", True) and takes(
+        getattr(runner, "reload_weights", None), "weights_iterator", False
+    )
 
 
 class VLLMRolloutEngine:

@@ -113,7 +113,9 @@ def response_log_probs(
     ``MegatronRows`` or ``PackedRows``) from its ``logits`` [b, S, V/TP].
 
     Only the B·R positions that predict a response token are gathered and enter the vocab-parallel
-    log-softmax: prompt and padding positions cost nothing beyond the output layer.
+    log-softmax: prompt and padding positions cost nothing beyond the output layer. (Under
+    context parallelism every local position does: the response positions are picked after the
+    ranks' values are gathered back into sequence order.)
     ``entropy_grad``: the entropy is differentiable (``entropy_coeff != 0``); otherwise it is a
     metric without a graph."""
     row, position = (i.to(logits.device) for i in rows.response_positions())

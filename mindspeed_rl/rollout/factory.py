@@ -28,9 +28,7 @@ def hf_engine_dtype(gen: GenerateConfig, device_type: str) -> torch.dtype:
     fp32 there), generate_config.dtype on accelerators."""
     if device_type == "cpu":
         return torch.float32
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[
-        gen.dtype
-    ]
+    return getattr(torch, gen.dtype)  # the schema admits bfloat16 / float16 / float32
 
 
 def sampling_params(sampling: SamplingConfig, n: int, seed: int | None) -> SamplingParams:

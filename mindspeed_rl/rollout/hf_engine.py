@@ -194,6 +194,13 @@ class HFRolloutEngine:
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         eos = self.eos_token_ids.to(device)
 
+        # each row's draws for every step at once, from its own stream: one call per row, not
+        # one per row and step
+        uniforms = (
+            None
+            if params.greedy
+            else torch.stack([torch.rand(params.max_tokens, generator=g) for g in generators])
+        )
         tokens = torch.empty((batch, params.max_tokens), dtype=torch.long, device=device)
         token_lp = torch.zeros((batch, params.max_tokens), dtype=torch.float32, device=device)
         lengths = torch.full((batch,), params.max_tokens, dtype=torch.long, device=device)
@@ -211,7 +218,10 @@ class HFRolloutEngine:
                 logits_to_keep=1,
             )
             cache = out.past_key_values
-            next_tokens, next_lp = sample_next(out.logits[:, -1, :], params, generators)
+            next_tokens, next_lp = sample_next(
+                out.logits[:, -1, :], params,
+                uniforms=None if uniforms is None else uniforms[:, step],
+            )  # fmt: skip
             next_tokens = next_tokens.masked_fill(done, self.pad_token_id)
             tokens[:, step], token_lp[:, step] = next_tokens, next_lp
             finished_now = ~done & torch.isin(next_tokens, eos)

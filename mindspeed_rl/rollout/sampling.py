@@ -13,7 +13,6 @@ exactly the same value from its own logits (temperature 0 is treated as 1 for lo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
 import torch
 
@@ -80,28 +79,24 @@ def truncated_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tens
 def sample_next(
     logits: torch.Tensor,
     params: SamplingParams,
-    generator: torch.Generator | Sequence[torch.Generator] | None,
+    generator: torch.Generator | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one token per row from ``logits`` [B, V]; returns (tokens [B], log-probs [B]).
 
-    ``generator``: one for the whole batch, or one per row (CPU generators; each row's draw then
-    depends only on its own stream, so a row samples the same tokens in any batch)."""
+    ``uniforms`` [B] in [0, 1): one draw per row from the row's own stream (inverse CDF), so a row
+    samples the same token in any batch; without them ``generator`` draws for the whole batch."""
     if params.greedy:
         tokens = logits.argmax(dim=-1)
     else:
         probs = torch.softmax(truncated_logits(logits, params), dim=-1)
-        if isinstance(generator, Sequence):
-            assert len(generator) == probs.shape[0], "one generator per row"
-            # inverse CDF with one uniform per row; scaled by the total so that rounding never
-            # selects a token of zero probability past the end
+        if uniforms is not None:
             cdf = probs.cumsum(dim=-1)
             # below 1 by one fp32 step at least: u * total then never rounds up to the total,
             # which would land on trailing zero-probability tokens
-            uniform = torch.cat([torch.rand(1, generator=g) for g in generator])
-            uniform = uniform.clamp(max=1.0 - 2.0**-23)
-            target = uniform.to(cdf.device).unsqueeze(-1) * cdf[:, -1:]
-            tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-            tokens = tokens.clamp(max=probs.shape[-1] - 1)
+            u = uniforms.clamp(max=1.0 - 2.0**-23).to(device=cdf.device, dtype=cdf.dtype)
+            tokens = torch.searchsorted(cdf, u.unsqueeze(-1) * cdf[:, -1:], right=True)
+            tokens = tokens.squeeze(-1).clamp(max=probs.shape[-1] - 1)
         else:
             tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     log_probs = torch.log_softmax(scaled_logits(logits, params.temperature), dim=-1)

@@ -126,3 +126,18 @@ def test_sleep_frees_the_weights_and_a_full_sync_brings_them_back(model):
     assert torch.equal(engine.generate(PROMPTS, params).responses, expected)
     with pytest.raises(ValueError, match="unknown engine memory tags"):
         engine.wake_up(["kv"])
+
+
+def test_each_row_samples_from_its_own_stream_whatever_the_batching(model):
+    """Sample k of prompt i draws from its own seeded stream: the same tokens whether the rows
+    are generated in one batch or in chunks of two, and other seeds give other samples."""
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=10, seed=11)
+    whole = HFRolloutEngine(model, eos_token_ids=[VOCAB - 1], pad_token_id=PAD)
+    chunked = HFRolloutEngine(model, eos_token_ids=[VOCAB - 1], pad_token_id=PAD, max_num_seqs=2)
+    a, b = whole.generate(PROMPTS, params), chunked.generate(PROMPTS, params)
+    assert torch.equal(a.responses, b.responses)
+    # the same tokens scored in batches of other widths: equal up to float rounding
+    assert torch.allclose(a.rollout_log_probs, b.rollout_log_probs, atol=1e-5)
+    other = whole.generate(PROMPTS, SamplingParams(n=2, temperature=1.0, max_tokens=10, seed=12))
+    assert not torch.equal(a.responses, other.responses)
+    assert not torch.equal(a.responses[0], a.responses[1]), "the two samples of a prompt differ"

@@ -57,14 +57,18 @@ def installed_vllm_features() -> dict[str, object]:
     }
 
 
-def _launcher_env() -> None:
-    """external_launcher reads RANK / LOCAL_RANK / WORLD_SIZE; Ray workers set none of them."""
-    if not torch.distributed.is_initialized():
-        return
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    os.environ.setdefault("RANK", str(rank))
-    os.environ.setdefault("WORLD_SIZE", str(world))
-    os.environ.setdefault("LOCAL_RANK", os.environ.get("LOCAL_RANK", "0"))
+def launcher_env(local_rank: int | None, env=os.environ) -> None:
+    """external_launcher reads RANK / WORLD_SIZE (Ray workers set neither) and takes LOCAL_RANK
+    as the index of its device. The Ray workers see every device of their node and are bound to
+    ``local_rank`` (``platform/device.py``): LOCAL_RANK must say that device, or every engine
+    of a node would load onto device 0. ``local_rank`` None (a launcher that set it): kept."""
+    if torch.distributed.is_initialized():
+        env.setdefault("RANK", str(torch.distributed.get_rank()))
+        env.setdefault("WORLD_SIZE", str(torch.distributed.get_world_size()))
+    if local_rank is not None:
+        env["LOCAL_RANK"] = str(local_rank)
+    else:
+        env.setdefault("LOCAL_RANK", "0")
 
 
 def _reload_takes_iterator(worker) -> bool:
@@ -99,6 +103,7 @@ class VLLMRolloutEngine:
         pad_token_id: int,
         seed: int,
         device_type: str,
+        local_rank: int | None = None,
     ) -> None:
         from vllm import LLM  # noqa: PLC0415
 
@@ -108,7 +113,7 @@ class VLLMRolloutEngine:
             sleep_mode=features["sleep_mode"],
             external_launcher_dp=features["external_launcher_dp"],
         )  # fmt: skip
-        _launcher_env()
+        launcher_env(local_rank)
         self._llm = LLM(**accepted_engine_kwargs(kwargs, features["fields"]))
         self.eos_token_ids = list(eos_token_ids)
         self.pad_token_id = pad_token_id

@@ -178,7 +178,7 @@ class IntegratedWorker:
 
             self.engine = VLLMRolloutEngine(
                 gen, hf_dir, hf_dir, self.eos_token_ids, self.pad_token_id, actor_cfg.seed,
-                device_type(),
+                device_type(), local_rank=local_rank,
             )  # fmt: skip
         # vLLM's TP groups under external_launcher are consecutive ranks
         self.returns_rollout = self.rank % gen.infer_tensor_parallel_size == 0

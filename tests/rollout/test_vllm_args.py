@@ -132,3 +132,19 @@ def test_engine_choice_per_platform(monkeypatch):
     assert factory.engine_kind(GenerateConfig(engine="vllm"), "cpu") == "vllm"
     assert factory.hf_engine_dtype(GenerateConfig(), "cpu") == torch.float32
     assert factory.hf_engine_dtype(GenerateConfig(), "npu") == torch.bfloat16
+
+
+def test_launcher_env_names_the_device_the_worker_is_bound_to():
+    """Ray workers see all devices of their node and bind to their local rank: vLLM's
+    external_launcher must get that index as LOCAL_RANK, not a default 0 on every rank."""
+    from mindspeed_rl.rollout.vllm_engine import launcher_env
+
+    env = {"LOCAL_RANK": "0"}
+    launcher_env(3, env)
+    assert env["LOCAL_RANK"] == "3"
+    env = {"LOCAL_RANK": "5"}
+    launcher_env(None, env)  # set by the launcher (torchrun): kept
+    assert env["LOCAL_RANK"] == "5"
+    env = {}
+    launcher_env(None, env)
+    assert env["LOCAL_RANK"] == "0"

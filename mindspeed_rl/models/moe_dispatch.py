@@ -23,7 +23,7 @@ CPU_DISPATCHER = "allgather"
 def token_dispatcher(configured: str, megatron_version: tuple[int, int], device_type: str) -> str:
     """The ``moe_token_dispatcher_type`` to build with, for the YAML's ``configured`` one."""
     chosen = _RENAMED.get(configured, configured) if megatron_version >= (0, 13) else configured
-    if device_type == "cpu" and chosen != CPU_DISPATCHER:
+    if device_type == "cpu":
         chosen = CPU_DISPATCHER
     if chosen != configured:
         _log_choice(configured, chosen, device_type)

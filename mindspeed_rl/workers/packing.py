@@ -154,4 +154,12 @@ def micro_layout(rl_config, actor_config, transformer_config) -> MicroLayout:
         segment = 2 * actor_config.context_parallel_size
         multiple *= segment
     host_mask = layer_specs.needs_host_mask(layer_specs.platform_backend())
+    if segment > 1 and host_mask and mode != "packed":
+        # the host mask is built for the whole rows, the ranks see L / CP of them: which mask
+        # MindSpeed's CP attention wants for padded rows is unverified; packed rows carry none
+        raise ValueError(
+            f"actor_config.context_parallel_size={actor_config.context_parallel_size} on this "
+            "platform needs rl_config.use_remove_padding: true (packed sequences; padded rows "
+            "under context parallelism are not supported with MindSpeed's attention)"
+        )
     return MicroLayout(mode, multiple, host_mask, segment)

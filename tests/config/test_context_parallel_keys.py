@@ -39,3 +39,25 @@ def test_the_cpu_attention_refuses_context_parallelism_with_one_message():
     actor = load_run_config(RECIPE).actor  # this CI host is a CPU one
     with pytest.raises(ValueError, match="actor_config.context_parallel_size=2: context "):
         model_build_options(actor)
+
+
+@pytest.mark.parametrize(("remove_padding", "refused"), [(False, True), (True, False)])
+def test_mindspeed_cp_needs_packed_sequences(monkeypatch, remove_padding, refused):
+    """With a backend that takes the dense host mask (MindSpeed), CP is refused for padded rows
+    (the mask would be of the whole rows, the ranks see L / CP) and runs with packing."""
+    from types import SimpleNamespace
+
+    from mindspeed_rl.models import layer_specs
+    from mindspeed_rl.workers.packing import micro_layout
+
+    monkeypatch.setattr(layer_specs, "platform_backend", lambda: layer_specs.MINDSPEED)
+    config = load_run_config(
+        RECIPE, overrides=[f"rl_config.use_remove_padding={str(remove_padding).lower()}"]
+    )
+    transformer_config = SimpleNamespace(variable_seq_lengths=False)
+    if refused:
+        with pytest.raises(ValueError, match="needs rl_config.use_remove_padding: true"):
+            micro_layout(config.rl_config, config.actor, transformer_config)
+    else:
+        layout = micro_layout(config.rl_config, config.actor, transformer_config)
+        assert layout.segment_multiple == 4 and layout.host_mask

@@ -255,6 +255,12 @@ class RLConfig(Section):
     wandb_exp_name: str | None = _f(None, "W&B run name.")
     validation_interval: int = _f(0, "Validate every N iterations (0 = never).", ge=0)
     validate_before_train: bool = _f(False, "Validate before the first iteration.")
+    validation_temperature: float | None = _f(
+        None,
+        "Sampling temperature of validation (unset: sampling_config.temperature; 0: greedy, "
+        "the same answer in every run).",
+        ge=0,
+    )
 
 
 class SamplingConfig(Section):

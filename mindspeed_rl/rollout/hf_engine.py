@@ -165,13 +165,15 @@ class HFRolloutEngine:
         sequences: list[list[int]] = []
         log_probs: list[torch.Tensor] = []
         reasons: list[FinishReason] = []
-        for start in range(0, len(rows), self.max_num_seqs):
-            chunk = [p for _, p in rows[start : start + self.max_num_seqs]]
-            generators = streams[start : start + self.max_num_seqs]
+        start = 0
+        for chunk in _chunks(prompts, params.n, self.max_num_seqs):
+            rows_in_chunk = sum(count for _, count in chunk)
+            generators = streams[start : start + rows_in_chunk]
             seqs, lps, why = self._generate_chunk(chunk, params, generators)
             sequences += seqs
             log_probs += lps
             reasons += why
+            start += rows_in_chunk
         return pack_responses(
             sequences, log_probs, reasons, [i for i, _ in rows], self.pad_token_id
         )
@@ -179,20 +181,29 @@ class HFRolloutEngine:
     @torch.no_grad()
     def _generate_chunk(
         self,
-        prompts: list[list[int]],
+        chunk: list[tuple[list[int], int]],
         params: SamplingParams,
         generators: list[torch.Generator],
     ) -> tuple[list[list[int]], list[torch.Tensor], list[FinishReason]]:
+        """``chunk``: (prompt, rows) pairs. Each prompt is prefilled once and its KV cache,
+        last logits and mask are repeated for its rows: the n samples of a prompt share the
+        prefill, as vLLM's prefix cache makes them share it (identical rows of a batched
+        forward compute identical values, so the samples are those of a per-row prefill)."""
         device = self.device
-        batch, width = len(prompts), max(len(p) for p in prompts)
-        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((batch, width), dtype=torch.long)
+        prompts = [p for p, _ in chunk]
+        unique, width = len(prompts), max(len(p) for p in prompts)
+        input_ids = torch.full((unique, width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((unique, width), dtype=torch.long)
         for i, p in enumerate(prompts):
             input_ids[i, width - len(p) :] = torch.tensor(p)
             attention[i, width - len(p) :] = 1
         input_ids, attention = input_ids.to(device), attention.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         eos = self.eos_token_ids.to(device)
+        rows_of = torch.repeat_interleave(
+            torch.arange(unique), torch.tensor([count for _, count in chunk])
+        ).to(device)
+        batch = int(rows_of.numel())
 
         # each row's draws for every step at once, from its own stream: one call per row, not
         # one per row and step
@@ -217,9 +228,13 @@ class HFRolloutEngine:
                 # only the last position is sampled: the prefill's [B, P, V] logits are never made
                 logits_to_keep=1,
             )
-            cache = out.past_key_values
+            cache, logits = out.past_key_values, out.logits[:, -1, :]
+            if step == 0 and unique != batch:  # the prefill: from prompts to rows
+                cache.reorder_cache(rows_of)
+                logits, attention = logits[rows_of], attention[rows_of]
+                step_positions = step_positions[rows_of]
             next_tokens, next_lp = sample_next(
-                out.logits[:, -1, :], params,
+                logits, params,
                 uniforms=None if uniforms is None else uniforms[:, step],
             )  # fmt: skip
             next_tokens = next_tokens.masked_fill(done, self.pad_token_id)
@@ -241,6 +256,26 @@ class HFRolloutEngine:
             "stop" if seq and seq[-1] in eos_ids else "length" for seq in sequences
         ]
         return sequences, log_probs, reasons
+
+
+def _chunks(
+    prompts: Sequence[Sequence[int]], n: int, max_rows: int
+) -> list[list[tuple[list[int], int]]]:
+    """Rows in prompt order, ``n`` per prompt, cut into chunks of at most ``max_rows`` rows. A
+    prompt's rows stay in one chunk (one prefill for them all) unless ``n > max_rows``."""
+    chunks: list[list[tuple[list[int], int]]] = []
+    current, size = [], 0
+    for prompt in prompts:
+        pieces = [n] if n <= max_rows else [max_rows] * (n // max_rows) + [n % max_rows]
+        for rows in filter(None, pieces):
+            if size + rows > max_rows:
+                chunks.append(current)
+                current, size = [], 0
+            current.append((list(prompt), rows))
+            size += rows
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def _cache_bytes(cache) -> int:

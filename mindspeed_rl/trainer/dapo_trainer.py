@@ -99,9 +99,12 @@ class DAPOTrainer:
 
     # --- phases ------------------------------------------------------------------------------
 
-    def _sampling(self, n: int, salt: int) -> SamplingParams:
+    def _sampling(self, n: int, salt: int, temperature: float | None = None) -> SamplingParams:
         seed = self.config.actor.seed * 1_000_003 + salt
-        return sampling_params(self.config.generate_config.sampling_config, n, seed)
+        sampling = self.config.generate_config.sampling_config
+        if temperature is not None:
+            sampling = sampling.model_copy(update={"temperature": temperature})
+        return sampling_params(sampling, n, seed)
 
     def _score(self, batch: TensorDict) -> dict[str, torch.Tensor]:
         rl = self.config.rl_config
@@ -306,11 +309,15 @@ class DAPOTrainer:
         return out
 
     def validate(self) -> dict[str, float]:
-        """Sampled accuracy on the held-out prompts, one sample each, same verifiers."""
+        """Accuracy on the held-out prompts, one sample each (at ``validation_temperature``),
+        same verifiers."""
         start = time.perf_counter()
         prompts = self.validation_prompts
         ids = [list(map(int, p)) for p in prompts.prompt_ids]
-        out = self.rollout.generate(ids, self._sampling(1, salt=-1 - self.iteration))
+        params = self._sampling(
+            1, salt=-1 - self.iteration, temperature=self.config.rl_config.validation_temperature
+        )
+        out = self.rollout.generate(ids, params)
         texts = self.tokenizer.batch_decode(
             [r[m.bool()].tolist() for r, m in zip(out.responses, out.response_mask)],
             skip_special_tokens=True,

@@ -76,18 +76,67 @@ def total_optimizer_steps(config: RunConfig) -> int:
     )
 
 
-def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
-    """Train to the end of ``train_iters``; raises WorkerError naming a failed rank."""
+@dataclass
+class _DriverState:
+    tokenizer: object
+    loader: object
+    validation: object
+    scorer: object
+    sink: object
+
+
+def _prepare_driver(config: RunConfig, log_dir: str | None, opened: list) -> _DriverState:
+    """The driver's half of the start-up: tokenizer, prompt datasets, reward scorer, metrics.
+    Runs while the workers set up (their imports and model build are the longer half);
+    ``opened`` collects what must be closed however the run ends."""
     import transformers
 
-    from mindspeed_rl.checkpoint.training_state import load_trainer_state, resolve_iteration
     from mindspeed_rl.data.prompt_dataset import PromptDataset
     from mindspeed_rl.data.prompt_loader import PromptDataLoader
+    from mindspeed_rl.rewards.scoring import RewardScorer
+    from mindspeed_rl.trainer.metrics import MetricsSink
+
+    actor, rl = config.actor, config.rl_config
+    tokenizer = transformers.AutoTokenizer.from_pretrained(actor.tokenizer_name_or_path)
+    keys = list(dict.fromkeys(["labels", *actor.dataset_additional_keys]))
+    train = PromptDataset(actor.data_path, actor.split, "train", keys, tokenizer)
+    loader = PromptDataLoader(
+        train, actor.global_batch_size, seed=actor.seed, shuffle=not actor.no_shuffle,
+        full_shuffle=actor.full_shuffle_instruction_dataset,
+    )  # fmt: skip
+    validation = None
+    if rl.validation_interval or rl.validate_before_train:
+        valid = PromptDataset(actor.data_path, actor.split, "valid", keys, tokenizer)
+        if len(valid) == 0:
+            raise ValueError(
+                f"validation is on but megatron_training.split={actor.split!r} leaves no "
+                "validation prompts; use e.g. '90,10,0'"
+            )
+        validation = valid.batch(list(range(len(valid))))
+    scorer = RewardScorer(
+        rl.verifier_function, rl.verifier_weight, rl.verifier_timeout, rl.verifier_parallel
+    )
+    opened.append(scorer)
+    sink = MetricsSink(
+        log_dir, actor.log_interval, rl.use_tensorboard, rl.use_wandb, rl.wandb_project,
+        rl.wandb_exp_name, config.model_dump(mode="json"),
+    )  # fmt: skip
+    opened.append(sink)
+    # imported here, not after the workers are ready: tensordict alone imports TorchDynamo
+    import mindspeed_rl.trainer.dapo_trainer  # noqa: F401
+
+    return _DriverState(tokenizer, loader, validation, scorer, sink)
+
+
+def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
+    """Train to the end of ``train_iters``; raises WorkerError naming a failed rank.
+
+    Start-up order: Ray, then the workers' set-up is started and, while it runs, the driver loads
+    its tokenizer, datasets, reward scorer and metrics sink; the log line "workers ready in X s
+    after Ray in Y s (driver ready after Z s)" times the three."""
+    from mindspeed_rl.checkpoint.training_state import load_trainer_state, resolve_iteration
     from mindspeed_rl.platform.expected_warnings import fallback_note
     from mindspeed_rl.platform.jemalloc import check_host_allocator
-    from mindspeed_rl.rewards.scoring import RewardScorer
-    from mindspeed_rl.trainer.dapo_trainer import DAPOTrainer
-    from mindspeed_rl.trainer.metrics import MetricsSink
     from mindspeed_rl.workers.group import WorkerGroup
     from mindspeed_rl.workers.integrated import IntegratedWorker
     from mindspeed_rl.workers.profiling import with_profiling
@@ -109,31 +158,8 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     note = fallback_note()
     if note:
         logger.info(note)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(actor.tokenizer_name_or_path)
-    keys = list(dict.fromkeys(["labels", *actor.dataset_additional_keys]))
-    train = PromptDataset(actor.data_path, actor.split, "train", keys, tokenizer)
-    loader = PromptDataLoader(
-        train, actor.global_batch_size, seed=actor.seed, shuffle=not actor.no_shuffle,
-        full_shuffle=actor.full_shuffle_instruction_dataset,
-    )  # fmt: skip
-    validation = None
-    if rl.validation_interval or rl.validate_before_train:
-        valid = PromptDataset(actor.data_path, actor.split, "valid", keys, tokenizer)
-        if len(valid) == 0:
-            raise ValueError(
-                f"validation is on but megatron_training.split={actor.split!r} leaves no "
-                "validation prompts; use e.g. '90,10,0'"
-            )
-        validation = valid.batch(list(range(len(valid))))
 
-    workers = None
-    scorer = RewardScorer(
-        rl.verifier_function, rl.verifier_weight, rl.verifier_timeout, rl.verifier_parallel
-    )
-    sink = MetricsSink(
-        log_dir, actor.log_interval, rl.use_tensorboard, rl.use_wandb, rl.wandb_project,
-        rl.wandb_exp_name, config.model_dump(mode="json"),
-    )  # fmt: skip
+    workers, opened = None, []
     started_ray = False
     try:
         clock = time.perf_counter()
@@ -149,26 +175,35 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
                 "iteration": resume_state["iteration"],
                 "actor_version": resume_state["actor_version"],
             }
-        info = workers.call(
+        setup = workers.submit(
             "setup",
             per_rank=[
                 (config, world, p.local_rank, master_addr, master_port, steps, threads, resume)
                 for p in workers.placements
             ],
         )
+        driver = _prepare_driver(config, log_dir, opened)
+        driver_seconds = time.perf_counter() - clock - ray_seconds
+        info = workers.wait(setup, "setup")
         logger.info(
-            "workers ready in %.1f s after Ray in %.1f s: %s", time.perf_counter() - clock
-            - ray_seconds, ray_seconds, [(i.rank, i.dp_rank, i.tp_rank) for i in info],
+            "workers ready in %.1f s after Ray in %.1f s (driver ready after %.1f s): %s",
+            time.perf_counter() - clock - ray_seconds, ray_seconds, driver_seconds,
+            [(i.rank, i.dp_rank, i.tp_rank) for i in info],
         )  # fmt: skip
-        trainer = DAPOTrainer(config, workers, info, tokenizer, loader, scorer, sink, validation)
+        from mindspeed_rl.trainer.dapo_trainer import DAPOTrainer
+
+        trainer = DAPOTrainer(
+            config, workers, info, driver.tokenizer, driver.loader, driver.scorer, driver.sink,
+            driver.validation,
+        )  # fmt: skip
         if resume_state is not None:
             trainer.load_state_dict(resume_state)
             logger.info("resumed from %s at iteration %d", actor.load, trainer.iteration)
         history = trainer.fit()
         return RunResult(history, info, trainer.prompt_log)
     finally:
-        scorer.close()
-        sink.close()
+        for thing in reversed(opened):
+            thing.close()
         if workers is not None:
             workers.shutdown()
         if started_ray:

@@ -124,11 +124,21 @@ class WorkerGroup:
     def call(self, method: str, *args: Any, per_rank: Sequence[Sequence[Any]] | None = None,
              **kwargs: Any) -> list[Any]:  # fmt: skip
         """Run ``method`` on every rank (``per_rank[r]`` are extra positional args of rank r)."""
+        return self.wait(self.submit(method, *args, per_rank=per_rank, **kwargs), method)
+
+    def submit(self, method: str, *args: Any, per_rank: Sequence[Sequence[Any]] | None = None,
+               **kwargs: Any) -> list:  # fmt: skip
+        """Start ``method`` on every rank and return at once (the refs for :meth:`wait`): the
+        driver works on while the ranks run, e.g. during their set-up."""
         refs = []
         for rank, worker in enumerate(self.workers):
             extra = tuple(per_rank[rank]) if per_rank is not None else ()
             refs.append(getattr(worker, method).remote(*extra, *args, **kwargs))
-        return self.get(refs, list(range(self.world_size)), method)
+        return refs
+
+    def wait(self, refs: list, what: str = "call") -> list[Any]:
+        """The results of :meth:`submit`'s refs, fail-fast, in rank order."""
+        return self.get(refs, list(range(self.world_size)), what)
 
     def get(self, refs: list, ranks: list[int], what: str = "call") -> list[Any]:
         """ray.get with fail-fast: raise as soon as any rank fails."""

@@ -141,3 +141,27 @@ def test_each_row_samples_from_its_own_stream_whatever_the_batching(model):
     other = whole.generate(PROMPTS, SamplingParams(n=2, temperature=1.0, max_tokens=10, seed=12))
     assert not torch.equal(a.responses, other.responses)
     assert not torch.equal(a.responses[0], a.responses[1]), "the two samples of a prompt differ"
+
+
+def test_the_samples_of_a_prompt_share_one_prefill(model):
+    """n samples of a prompt: the prompt goes through the model once (its KV cache repeated for
+    its rows), and the samples equal those of a per-row prefill (``max_num_seqs=1``: every row
+    prefilled alone) token for token, log-probs within float rounding."""
+    params = SamplingParams(n=4, temperature=1.0, max_tokens=8, seed=5)
+    shared = HFRolloutEngine(model, eos_token_ids=[VOCAB - 1], pad_token_id=PAD)
+    alone = HFRolloutEngine(model, eos_token_ids=[VOCAB - 1], pad_token_id=PAD, max_num_seqs=1)
+    prefill_rows = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: prefill_rows.append(kwargs["input_ids"].shape)
+        if kwargs["past_key_values"] is None else None, with_kwargs=True,
+    )  # fmt: skip
+    try:
+        a = shared.generate(PROMPTS, params)
+        assert prefill_rows == [(len(PROMPTS), max(map(len, PROMPTS)))]  # one row per prompt
+        b = alone.generate(PROMPTS, params)
+    finally:
+        hook.remove()
+    assert len(prefill_rows) == 1 + len(PROMPTS) * params.n
+    assert torch.equal(a.responses, b.responses) and a.prompt_index == b.prompt_index
+    assert torch.allclose(a.rollout_log_probs, b.rollout_log_probs, atol=1e-5)
+    assert len(set(map(tuple, a.responses.tolist()))) > len(PROMPTS)  # the samples differ

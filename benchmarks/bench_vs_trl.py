@@ -15,9 +15,10 @@ Measures, both sides:
 * whole-process seconds at equal iterations (goal: ours <= 0.7x TRL's), ours once per
   ``--gen-prompts`` (prompts per generation round: more than the train batch makes dynamic
   sampling's extra rounds one batched call, as verl's ``gen_batch_size``);
-* held-out sampled accuracy (one sample per prompt, temperature 1) every ``--eval-every``
-  iterations, and the seconds from launch to reach TRL's final accuracy, evaluation time left out
-  (goal: ours < TRL's);
+* held-out accuracy (one answer per prompt, greedy by default: ``--eval-temperature``) every
+  ``--eval-every`` iterations, and the seconds from launch to reach TRL's final accuracy,
+  evaluation time left out (goal: ours < TRL's); greedy answers make both sides' iteration-0
+  accuracies equal (the same model), which the benchmark checks;
 * our per-phase seconds per iteration (``timing/*`` medians) and start-up (launch to the first
   validation).
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,6 +70,7 @@ def prompts_as_text(dataset, tokenizer) -> tuple[list[str], list[str], int]:
 
 def run_ours(args, paths: dict, workdir: Path, gen_prompts: int) -> dict:
     log_dir = workdir / f"ours_logs_gen{gen_prompts}"
+    shutil.rmtree(log_dir, ignore_errors=True)  # metrics.jsonl is appended to, as on a resume
     overrides = [
         f"megatron_training.tokenizer_name_or_path={paths['hf']}",
         f"megatron_training.data_path={paths['data']}",
@@ -84,12 +87,17 @@ def run_ours(args, paths: dict, workdir: Path, gen_prompts: int) -> dict:
         f"actor_config.micro_batch_size={args.prompts * args.samples}",
         "rl_config.validate_before_train=true",
         f"rl_config.validation_interval={args.eval_every}",
+        f"rl_config.validation_temperature={args.eval_temperature}",
     ]
     command = [sys.executable, str(ROOT / "cli" / "train_dapo.py"), "--config-name",
                "quickstart_cpu", "--log-dir", str(log_dir), *overrides]  # fmt: skip
     start = time.time()
-    subprocess.run(command, check=True, cwd=workdir, stdout=subprocess.DEVNULL)
+    done = subprocess.run(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)  # fmt: skip
     end = time.time()
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    ready = [line for line in done.stderr.splitlines() if "workers ready in" in line]
     lines = [json.loads(x) for x in (log_dir / "metrics.jsonl").read_text().splitlines()]
     evals, eval_seconds = [], 0.0
     for line in lines:
@@ -103,7 +111,8 @@ def run_ours(args, paths: dict, workdir: Path, gen_prompts: int) -> dict:
     per_phase = {k: statistics.median(x.get(k, 0.0) for x in iterations[2:]) for k in phases}
     rounds = statistics.mean(x["dynamic_sampling/num_gen_batches"] for x in iterations)
     return {"start": start, "end": end, "evals": evals, "per_phase": per_phase,
-            "rounds": rounds, "start_up": evals[0]["time"] - start - evals[0]["eval_seconds_so_far"]}  # fmt: skip
+            "rounds": rounds, "ready_line": ready[0].split(": ", 1)[-1] if ready else "?",
+            "start_up": evals[0]["time"] - start - evals[0]["eval_seconds_so_far"]}  # fmt: skip
 
 
 def run_trl(args, paths: dict, workdir: Path, data: dict) -> dict:
@@ -111,7 +120,8 @@ def run_trl(args, paths: dict, workdir: Path, data: dict) -> dict:
         "hf": str(paths["hf"]), "output_dir": str(workdir / "trl_out"), "seed": 1234,
         "threads": args.threads, "iterations": args.iterations, "prompts": args.prompts,
         "samples": args.samples, "max_new_tokens": args.new_tokens, "overlong_buffer": 4,
-        "lr": 1e-3, "eval_every": args.eval_every, **data,
+        "lr": 1e-3, "eval_every": args.eval_every, "eval_temperature": args.eval_temperature,
+        **data,
     }  # fmt: skip
     spec_path, result_path = workdir / "trl_spec.json", workdir / "trl_result.json"
     spec_path.write_text(json.dumps(spec))
@@ -144,6 +154,12 @@ def main() -> None:
         "--gen-prompts", type=int, nargs="+", default=None,
         help="prompts per generation round of our runs (global_batch_size; the train batch stays "
         "--prompts, surplus kept groups are dropped): one run each; default --prompts and 2x",
+    )  # fmt: skip
+    parser.add_argument(
+        "--eval-temperature", type=float, default=0.0,
+        help="temperature of the held-out evaluation on both sides; 0 (default): greedy, so the "
+        "two sides' iteration-0 accuracies must agree, and sampling noise does not move the "
+        "target",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", default=None)
@@ -190,9 +206,14 @@ def main() -> None:
         print(f"whole process: {name} {total:.1f} s -> {total / trl_total:.2f}x TRL "
               f"(goal <= 0.70x); without evaluations {train:.1f} s -> "
               f"{train / trl_train:.2f}x")  # fmt: skip
+    decoding = "greedy" if args.eval_temperature == 0 else f"temperature {args.eval_temperature}"
     for name, run in {**runs, "TRL": trl}.items():
         curve = " ".join(f"{e['step']}:{e['acc']:.3f}" for e in run["evals"])
-        print(f"held-out accuracy {name:10s} {curve}")
+        print(f"held-out accuracy ({decoding}) {name:10s} {curve}")
+    if args.eval_temperature == 0:
+        firsts = {name: run["evals"][0]["acc"] for name, run in {**runs, "TRL": trl}.items()}
+        agree = max(firsts.values()) - min(firsts.values()) <= 2 / len(data["valid_prompts"])
+        print(f"iteration-0 greedy accuracy agrees across sides (same model): {agree} {firsts}")
     print(
         f"time to TRL's final accuracy {target:.3f} (launch to the first evaluation at or "
         "above it, evaluation time left out):"
@@ -203,6 +224,7 @@ def main() -> None:
     for name, run in runs.items():
         print(f"{name}: start-up (launch to the first validation) {run['start_up']:.1f} s, "
               f"{run['rounds']:.2f} generation rounds per iteration")  # fmt: skip
+        print(f"  {run['ready_line']}")
         for key, value in run["per_phase"].items():
             print(f"  {key:22s} {value:.3f} s / iteration (median)")
 

@@ -7,8 +7,9 @@ Run by the benchmark with TRL's own virtualenv (never imported by the project):
 SPEC.json (written by the benchmark): the HF model directory, the train and held-out prompts as
 text with their labels, the batch shape and optimizer settings. The reward is the project's
 ``acc_for_dapo`` verifier (pure Python, imported from the repository) plus TRL's own soft overlong
-punishment, i.e. the same score the DAPO side trains on. Held-out sampled accuracy (one sample per
-prompt, temperature 1, no truncation) is measured every ``eval_every`` steps; the seconds spent
+punishment, i.e. the same score the DAPO side trains on. Held-out accuracy (one answer per
+prompt, greedy at ``eval_temperature`` 0, else sampled at it without truncation) is measured every
+``eval_every`` steps; the seconds spent
 measuring are recorded so that the benchmark can leave them out of time-to-accuracy.
 """
 
@@ -38,9 +39,12 @@ def held_out_accuracy(model, tokenizer, prompts: list[str], labels: list[str], s
         for start in range(0, len(prompts), 64):
             chunk = prompts[start : start + 64]
             enc = tokenizer(chunk, return_tensors="pt", padding=True)
+            t = spec["eval_temperature"]
+            sampling = dict(do_sample=True, temperature=t, top_k=0, top_p=1.0) if t > 0 else {
+                "do_sample": False}  # fmt: skip
             out = model.generate(
-                **enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                max_new_tokens=spec["max_new_tokens"], pad_token_id=tokenizer.pad_token_id,
+                **enc, **sampling, max_new_tokens=spec["max_new_tokens"],
+                pad_token_id=tokenizer.pad_token_id,
             )  # fmt: skip
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :],
                                            skip_special_tokens=True)  # fmt: skip

@@ -128,12 +128,18 @@ def _prepare_driver(config: RunConfig, log_dir: str | None, opened: list) -> _Dr
     return _DriverState(tokenizer, loader, validation, scorer, sink)
 
 
+def _phases(info: list) -> str:
+    """The slowest rank's set-up phases, e.g. 'imports 1.9 s, actor 0.4 s, ...'."""
+    slowest = max(info, key=lambda i: sum(i.setup_seconds.values()))
+    return ", ".join(f"{name} {sec:.1f} s" for name, sec in slowest.setup_seconds.items())
+
+
 def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     """Train to the end of ``train_iters``; raises WorkerError naming a failed rank.
 
     Start-up order: Ray, then the workers' set-up is started and, while it runs, the driver loads
     its tokenizer, datasets, reward scorer and metrics sink; the log line "workers ready in X s
-    after Ray in Y s (driver ready after Z s)" times the three."""
+    after Ray in Y s: ..." times each part (worker processes, set-up phases, the driver)."""
     from mindspeed_rl.checkpoint.training_state import load_trainer_state, resolve_iteration
     from mindspeed_rl.platform.expected_warnings import fallback_note
     from mindspeed_rl.platform.jemalloc import check_host_allocator
@@ -167,6 +173,7 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
         ray_seconds = time.perf_counter() - clock
         workers = WorkerGroup(with_profiling(IntegratedWorker), world)
         master_addr, master_port = workers.rendezvous()
+        processes_seconds = time.perf_counter() - clock - ray_seconds
         threads = max(1, (os.cpu_count() or 1) // world) if device_type() == "cpu" else 4
         steps = total_optimizer_steps(config)
         resume = None
@@ -186,9 +193,10 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
         driver_seconds = time.perf_counter() - clock - ray_seconds
         info = workers.wait(setup, "setup")
         logger.info(
-            "workers ready in %.1f s after Ray in %.1f s (driver ready after %.1f s): %s",
-            time.perf_counter() - clock - ray_seconds, ray_seconds, driver_seconds,
-            [(i.rank, i.dp_rank, i.tp_rank) for i in info],
+            "workers ready in %.1f s after Ray in %.1f s: processes up in %.1f s, then set-up "
+            "of the slowest rank %s; driver ready %.1f s after Ray; ranks (rank, dp, tp) %s",
+            time.perf_counter() - clock - ray_seconds, ray_seconds, processes_seconds,
+            _phases(info), driver_seconds, [(i.rank, i.dp_rank, i.tp_rank) for i in info],
         )  # fmt: skip
         from mindspeed_rl.trainer.dapo_trainer import DAPOTrainer
 

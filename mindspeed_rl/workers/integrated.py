@@ -63,6 +63,16 @@ class IntegratedWorker:
         """Initialise this rank. ``resume``: {'iteration', 'actor_version'} to restore a training
         checkpoint from ``actor_config.load`` (finetune: false); else ``load`` gives the starting
         weights only (finetune semantics)."""
+        import time
+
+        clock = [time.perf_counter()]
+        seconds: dict[str, float] = {}
+
+        def took(phase: str) -> None:  # the set-up's phases, for the driver's start-up line
+            now = time.perf_counter()
+            seconds[phase] = seconds.get(phase, 0.0) + now - clock[0]
+            clock[0] = now
+
         import transformers
         from megatron.core import parallel_state as ps
 
@@ -78,6 +88,7 @@ class IntegratedWorker:
             reference_load_path,
         )
 
+        took("imports")
         torch.set_num_threads(threads)
         actor_cfg, rl, gen = config.actor, config.rl_config, config.generate_config
         self.config = config
@@ -92,6 +103,7 @@ class IntegratedWorker:
             self.layout, rank=self.rank, world_size=world_size, local_rank=local_rank,
             master_addr=master_addr, master_port=master_port, seed=actor_cfg.seed,
         )  # fmt: skip
+        took("distributed")
         hf_dir = actor_cfg.tokenizer_name_or_path
         if hf_dir is None or not (Path(hf_dir) / "config.json").is_file():
             raise ValueError(
@@ -147,6 +159,7 @@ class IntegratedWorker:
                 dtype, temperature=gen.sampling_config.temperature,
                 vocab_size=hf_config.vocab_size,
             )  # fmt: skip
+        took("actor")
         self.offloader = TrainStateOffloader(
             self.actor.model,
             self.actor.optimizer,
@@ -182,7 +195,9 @@ class IntegratedWorker:
             )  # fmt: skip
         # vLLM's TP groups under external_launcher are consecutive ranks
         self.returns_rollout = self.rank % gen.infer_tensor_parallel_size == 0
+        took("engine")
         self.sync_weights()
+        took("sync")
         return WorkerInfo(
             rank=self.rank,
             local_rank=local_rank,
@@ -197,6 +212,7 @@ class IntegratedWorker:
             eos_token_ids=tuple(self.eos_token_ids),
             pad_token_id=self.pad_token_id,
             returns_rollout=self.returns_rollout,
+            setup_seconds=seconds,
         )
 
     # --- checkpoints ---------------------------------------------------------------------------

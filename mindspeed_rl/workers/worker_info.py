@@ -24,3 +24,6 @@ class WorkerInfo:
     # the first rank of each rollout engine's TP group: the only one whose generate() returns
     # outputs (its peers hold the same ones and return None)
     returns_rollout: bool = True
+    # wall seconds of set-up's phases: imports, distributed, actor (build and load, with the
+    # reference), engine, sync
+    setup_seconds: dict[str, float] = dataclasses.field(default_factory=dict)

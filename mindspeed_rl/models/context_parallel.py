@@ -1,5 +1,5 @@
-"""Context parallelism (CP): which tokens of each sequence a CP rank holds, and how per-token
-values come back together. Pure functions of index tensors; no process group here.
+"""Context parallelism (CP): which tokens of each sequence a CP rank holds, and which of the
+positions a loss reads. Pure functions of index tensors; no process group here.
 
 Megatron's load-balanced split (``megatron_cp_algo``, what Transformer Engine and MindSpeed's ring
 attention expect, and MindSpeed's ``ulysses_cp_algo`` accepts): each sequence of length L is cut
@@ -8,16 +8,15 @@ mask the late chunks attend to more keys than the early ones; pairing an early w
 gives every rank the same attention work. Packed (THD) rows are split sequence by sequence (each
 segment a multiple of ``2 * CP`` long, TE's rule), so every rank holds a piece of every sequence.
 
-Labels travel with their positions: the label of position t is token t + 1, so the caller shifts
-the labels *before* the split (:func:`next_token_labels`) and every rank scores its own positions
-without a neighbour's token. The per-token log-probs of the ranks are then put back in sequence
-order (:func:`restore_sequence`, the inverse of :func:`split_sequence`) and the loss sees whole
-rows, exactly the numbers of CP = 1.
+Only the positions that predict a response token enter the log-softmax, as at CP = 1: the mask of
+those positions is split like the tokens (:func:`held_positions`), so each rank scores the ones it
+holds, against labels read from the whole rows (the label of position t is token t + 1, which may
+sit on another rank). Every wanted position is held by exactly one rank: the ranks' values,
+scattered into zero rows and summed over CP, are the whole rows' values bit for bit (x + 0 = x), and
+the loss sees exactly the numbers of CP = 1.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 
@@ -66,25 +65,15 @@ def split_sequence(
     return values.index_select(dim, index.to(values.device))
 
 
-def restore_sequence(pieces: Sequence[torch.Tensor], dim: int = 1, cu_seqlens=None) -> torch.Tensor:
-    """The inverse of :func:`split_sequence`: every CP rank's part (in rank order) -> the values
-    in sequence order. Differentiable (a concatenation and a gather)."""
-    cp_size = len(pieces)
-    length = sum(p.shape[dim] for p in pieces)
-    held = torch.cat(
-        [
-            zigzag_index(length, cp_size, r)
-            if cu_seqlens is None
-            else packed_zigzag_index(cu_seqlens, cp_size, r)
-            for r in range(cp_size)
-        ]
-    )
-    inverse = torch.empty_like(held)
-    inverse[held] = torch.arange(length)
-    return torch.cat(list(pieces), dim=dim).index_select(dim, inverse.to(pieces[0].device))
-
-
-def next_token_labels(tokens: torch.Tensor, fill: int = 0) -> torch.Tensor:
-    """[B, L]: entry t is ``tokens[:, t + 1]`` (the last one ``fill``, scored by nobody), so that
-    labels split with their positions."""
-    return torch.nn.functional.pad(tokens[:, 1:], (0, 1), value=fill)
+def held_positions(
+    wanted: torch.Tensor, cp_size: int, cp_rank: int, cu_seqlens=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The True entries of ``wanted`` [B, L] (whole rows; with ``cu_seqlens`` a packed row) that
+    CP rank ``cp_rank`` holds, as (row [n], column in the rank's [B, L / CP] part [n], position
+    in the whole row [n]), in the rank's row-major order."""
+    batch, length = wanted.shape
+    local = split_sequence(wanted, cp_size, cp_rank, cu_seqlens=cu_seqlens)
+    whole = torch.arange(length, device=wanted.device).expand(batch, length)
+    positions = split_sequence(whole, cp_size, cp_rank, cu_seqlens=cu_seqlens)
+    rows, columns = local.nonzero(as_tuple=True)
+    return rows, columns, positions[rows, columns]

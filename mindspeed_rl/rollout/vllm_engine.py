@@ -93,6 +93,40 @@ def _reload_takes_iterator(worker) -> bool:
     )
 
 
+def _expert_methods(worker) -> list:
+    """The MoE methods of the worker's model that hold a built kernel (``moe_kernel``)."""
+    modules = worker.model_runner.get_model().modules()
+    methods = [getattr(m, "quant_method", None) for m in modules]
+    return [q for q in methods if getattr(q, "moe_kernel", None) is not None]
+
+
+def _forget_cpu_expert_kernels(worker) -> int:
+    """Runs inside the vLLM worker before a reload, on CPU: drops the built MoE kernels, so the
+    reload lays the experts out as the first load did; returns how many.
+
+    vLLM 0.32 treats a reload of an unquantized MoE layer as an update
+    (``UnquantizedFusedMoEMethod._setup_kernel``: ``is_weight_update`` when ``moe_kernel`` is
+    set): it copies the new weights into the kernel's storage but skips the experts' own
+    ``process_weights_after_loading``, which on CPU prepacks them for the grouped GEMM
+    (``experts/cpu_moe.py``, ``cpu_prepack_moe_weight``, same shape). The CPU kernel then reads
+    checkpoint-layout weights as packed ones: silently wrong outputs (log-probs off by ~1 nat
+    on a tiny Qwen3-MoE). Without a kernel the reload takes the first-load path (convert, build
+    the kernel, prepack) and the layerwise reload copies the result into the original storage.
+    """
+    from vllm.platforms import current_platform  # noqa: PLC0415
+
+    if not current_platform.is_cpu():
+        return 0
+    methods = _expert_methods(worker)
+    for method in methods:
+        method.moe_kernel = None
+    return len(methods)
+
+
+def _count_expert_kernels(worker) -> int:
+    return len(_expert_methods(worker))
+
+
 class VLLMRolloutEngine:
     def __init__(
         self,
@@ -137,9 +171,17 @@ class VLLMRolloutEngine:
 
         if self._reload:
             # the worker's reload path: also right after the CPU backend prepacked its linears
+            forgotten = self._llm.collective_rpc(_forget_cpu_expert_kernels)
             self._llm.collective_rpc(
                 "reload_weights", kwargs={"weights_iterator": counting(weights)}
             )
+            rebuilt = self._llm.collective_rpc(_count_expert_kernels)
+            if any(f > r for f, r in zip(forgotten, rebuilt)):
+                # a layer the weights missed would run without a kernel
+                raise RuntimeError(
+                    f"vLLM reload rebuilt {rebuilt} of {forgotten} MoE kernels: the synced "
+                    "weights missed experts of some layer"
+                )
         else:
             self._llm.apply_model(lambda model: model.load_weights(counting(weights)))
         self._llm.reset_prefix_cache()

@@ -35,22 +35,22 @@ def context_parallel_rank() -> tuple[int, int, object]:
     )
 
 
-class _GatherOverContextParallel(torch.autograd.Function):
-    """All-gather ``local`` [B, L/CP] over the CP group -> every rank's part, in rank order.
-    Every CP rank then computes the same loss of the whole rows, so backward hands each rank the
-    gradient of its own part only (no sum over ranks); megatron's schedule and DDP turn the
-    replicated loss into the right gradient (loss x CP, gradients / (DP x CP))."""
+class _SumOverContextParallel(torch.autograd.Function):
+    """All-reduce (sum) ``rows`` [B, L] over the CP group: each rank contributes the values of
+    the positions it holds, zeros elsewhere. Every CP rank then computes the same loss of the
+    whole rows, so backward hands each rank the gradient unchanged (no sum over ranks): a rank's
+    positions pick their own entries of it, and megatron's schedule and DDP turn the replicated
+    loss into the right gradient (loss x CP, gradients / (DP x CP))."""
 
     @staticmethod
-    def forward(ctx, local, rank, group):
-        pieces = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size(group))]
-        torch.distributed.all_gather(pieces, local.contiguous(), group=group)
-        ctx.rank = rank
-        return tuple(pieces)
+    def forward(ctx, rows, group):
+        total = rows.clone()
+        torch.distributed.all_reduce(total, group=group)
+        return total
 
     @staticmethod
-    def backward(ctx, *grads):
-        return grads[ctx.rank], None, None
+    def backward(ctx, grad):
+        return grad, None
 
 
 def run_schedule(
@@ -113,9 +113,8 @@ def response_log_probs(
     ``MegatronRows`` or ``PackedRows``) from its ``logits`` [b, S, V/TP].
 
     Only the B·R positions that predict a response token are gathered and enter the vocab-parallel
-    log-softmax: prompt and padding positions cost nothing beyond the output layer. (Under
-    context parallelism every local position does: the response positions are picked after the
-    ranks' values are gathered back into sequence order.)
+    log-softmax: prompt and padding positions cost nothing beyond the output layer, under context
+    parallelism too (each CP rank scores the response positions it holds).
     ``entropy_grad``: the entropy is differentiable (``entropy_coeff != 0``); otherwise it is a
     metric without a graph."""
     row, position = (i.to(logits.device) for i in rows.response_positions())
@@ -142,22 +141,23 @@ def _context_parallel_log_probs(
     logits, tokens, response, temperature, with_entropy, entropy_grad, context, cu_seqlens
 ):
     """``response_log_probs`` from this CP rank's logits [b, L/CP, V/TP] (its zigzag chunks of
-    every row or packed sequence): the rank scores its own positions against labels split with
-    them, the ranks' values are gathered and put back in sequence order, and the response
-    positions picked from whole rows. (A packed sequence's last label is the next one's first
-    token: no response position reads it.)"""
+    every row or packed sequence): the rank scores the response positions it holds
+    (``cp.held_positions``), against labels from the whole rows; the values of all ranks,
+    summed over CP into whole rows, are picked at the response positions as at CP = 1. (The
+    positions past a row's end, clamped into it, are held and read like any other.)"""
     cp_size, cp_rank, group = context
-    labels = cp.split_sequence(
-        cp.next_token_labels(tokens), cp_size, cp_rank, cu_seqlens=cu_seqlens
-    )
-    lp, entropy = token_log_probs(
-        logits, labels, temperature, with_entropy=with_entropy, entropy_grad=entropy_grad
-    )
     row, position = response
+    wanted = torch.zeros(tokens.shape, dtype=torch.bool, device=tokens.device)
+    wanted[row, position] = True
+    rows, columns, positions = cp.held_positions(wanted, cp_size, cp_rank, cu_seqlens)
+    lp, entropy = token_log_probs(
+        logits[rows, columns], tokens[rows, positions + 1], temperature,
+        with_entropy=with_entropy, entropy_grad=entropy_grad,
+    )  # fmt: skip
 
     def whole(local):
-        pieces = _GatherOverContextParallel.apply(local, cp_rank, group)
-        return cp.restore_sequence(pieces, cu_seqlens=cu_seqlens)[row, position]
+        held = local.new_zeros(tokens.shape).index_put((rows, positions), local)
+        return _SumOverContextParallel.apply(held, group)[row, position]
 
     return whole(lp), whole(entropy) if entropy is not None else None
 

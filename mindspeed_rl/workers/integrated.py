@@ -296,11 +296,15 @@ class IntegratedWorker:
             self.sync_weights()
         elif self.phase != "generate":
             self._enter("generate")
-        if not prompts:
-            return None
+        # the engine runs even without prompts: vLLM's data-parallel ranks (infer EP > infer TP)
+        # step together, one without requests running dummy batches in its peers' collectives
+        # (LLMEngine.has_unfinished_requests_dp); a rank that skipped the call would leave them
+        # waiting for it
         with self.compute.phase("gen"):
             out = self.engine.generate(prompts, params)
         self._record("generate")  # with the KV cache's peak
+        if not prompts:
+            return None
         # the TP peers of an engine all hold its outputs: only the first sends them back
         return out if self.returns_rollout else None
 

@@ -41,32 +41,34 @@ def test_rank_by_rank_log_probs_loss_and_gradients_equal_the_unsplit_ones(cp_siz
         lengths = [2 * cp_size, 6 * cp_size, 4 * cp_size]
         cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
         tokens = torch.randint(0, 11, (1, sum(lengths)), generator=g)
-        labels = torch.cat([cp.next_token_labels(t) for t in tokens.split(lengths, dim=1)], 1)
     else:
         cu_seqlens = None
         tokens = torch.randint(0, 11, (3, 8 * cp_size), generator=g)
-        labels = cp.next_token_labels(tokens)
+    labels = torch.nn.functional.pad(tokens[:, 1:], (0, 1))  # position t scores token t + 1
     logits = torch.randn(*tokens.shape, 11, generator=g, requires_grad=True)
-    mask = torch.rand(tokens.shape, generator=g) > 0.3
+    wanted = torch.rand(tokens.shape, generator=g) > 0.3  # the positions a loss reads
+    wanted[:, -1] = False  # the last position has no label
     weights = torch.randn(tokens.shape, generator=g)
 
     full = _log_probs(logits, labels)
-    loss = (full * weights * mask).sum() / mask.sum()
+    loss = (full * weights * wanted).sum() / wanted.sum()
     (expected_grad,) = torch.autograd.grad(loss, logits)
 
-    # each simulated rank scores its own positions from its own logits and labels
-    local_logits = [
-        cp.split_sequence(logits, cp_size, r, cu_seqlens=cu_seqlens) for r in range(cp_size)
-    ]
-    pieces = [
-        _log_probs(local_logits[r], cp.split_sequence(labels, cp_size, r, cu_seqlens=cu_seqlens))
-        for r in range(cp_size)
-    ]
-    restored = cp.restore_sequence(pieces, cu_seqlens=cu_seqlens)
-    torch.testing.assert_close(restored, full, rtol=0, atol=0)
-    split_loss = (restored * weights * mask).sum() / mask.sum()
+    # each simulated rank scores the wanted positions it holds, from its own logits and the
+    # whole rows' labels; the ranks' zero-filled rows summed are the whole rows' values
+    restored = torch.zeros(tokens.shape)
+    scored = 0
+    for r in range(cp_size):
+        local_logits = cp.split_sequence(logits, cp_size, r, cu_seqlens=cu_seqlens)
+        rows, columns, positions = cp.held_positions(wanted, cp_size, r, cu_seqlens=cu_seqlens)
+        assert wanted[rows, positions].all()
+        lp = _log_probs(local_logits[rows, columns], labels[rows, positions])
+        restored = restored + torch.zeros(tokens.shape).index_put((rows, positions), lp)
+        scored += len(rows)
+    assert scored == int(wanted.sum())  # every wanted position scored once, nothing else
+    torch.testing.assert_close(restored[wanted], full[wanted], rtol=0, atol=0)
+    assert not restored[~wanted].any()
+    split_loss = (restored * weights * wanted).sum() / wanted.sum()
     torch.testing.assert_close(split_loss, loss)
     (grad,) = torch.autograd.grad(split_loss, logits)
     torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-7)
-    # the same restore puts per-rank [B, L/CP, V] tensors back too
-    torch.testing.assert_close(cp.restore_sequence(local_logits, cu_seqlens=cu_seqlens), logits)

@@ -75,6 +75,10 @@ def test_expert_parallel_layouts_the_installed_vllm_can_run():
         external_launcher_dp=False,
     )
     assert inside["enable_expert_parallel"] and "data_parallel_size" not in inside
+    on_cpu = GenerateConfig(infer_tensor_parallel_size=2, infer_expert_parallel_size=2,
+                            kv_cache_memory_bytes=1 << 26)  # fmt: skip
+    with pytest.raises(ValueError, match="infer_expert_parallel_size = 2 on CPU"):
+        _kwargs(on_cpu, device_type="cpu")
 
 
 def test_keys_the_installed_vllm_lacks_are_dropped_unless_required():

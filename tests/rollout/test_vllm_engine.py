@@ -58,6 +58,12 @@ def test_engine_builds_and_loads_through_the_reload_path(setup):
     assert engine.weight_version == 1 and not engine.has_sleep_mode
 
 
+def test_a_call_without_prompts_returns_no_rows(setup):
+    # the worker calls its engine without prompts too (vLLM's data-parallel ranks step together)
+    out = setup["engine"].generate([], SamplingParams(n=2, max_tokens=4, seed=1))
+    assert out.responses.shape[0] == 0 and out.prompt_index == [] and out.finish_reasons == []
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_sampled_log_probs_equal_a_transformers_forward(setup, temperature):
     out = setup["engine"].generate(

@@ -19,6 +19,14 @@ HF_SHAPE = dict(
     num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False,
     rope_theta=10000.0, rms_norm_eps=1e-6,
 )  # fmt: skip
+# A Qwen3-MoE with the 30B-A3B's structure (qk-norm, GQA, top-2 of 4 experts, renormalised) in
+# sizes vLLM's CPU kernels take: attention head_dim 32 (16 is refused: "Unsupported CPU attention
+# configuration"), hidden and expert widths multiples of 32 (the grouped GEMM's alignment)
+MOE_SHAPE = dict(
+    HF_SHAPE, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+    num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, norm_topk_prob=True,
+    decoder_sparse_step=1, mlp_only_layers=[],
+)  # fmt: skip
 KV_CACHE_BYTES = 64 << 20
 
 
@@ -30,8 +38,9 @@ def require_vllm() -> None:
     pytest.skip("vllm is not installed here; `make test` runs these tests in .venv-vllm")
 
 
-def build_model_dir(out_dir: Path, seed: int = 0) -> Path:
-    """A random tiny Qwen2 (logits O(1)) with the project's toy BPE tokenizer, saved as HF."""
+def build_model_dir(out_dir: Path, seed: int = 0, moe: bool = False) -> Path:
+    """A random tiny Qwen2 (``moe``: Qwen3-MoE, ``MOE_SHAPE``) with logits O(1) and the
+    project's toy BPE tokenizer, saved as HF."""
     import transformers
 
     from mindspeed_rl.data.toy_tokenizer import build_toy_tokenizer
@@ -39,11 +48,13 @@ def build_model_dir(out_dir: Path, seed: int = 0) -> Path:
 
     build_toy_tokenizer(out_dir, vocab_size=300)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(out_dir))
-    config = transformers.Qwen2Config(
+    config_class = transformers.Qwen3MoeConfig if moe else transformers.Qwen2Config
+    config = config_class(
         vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=None, **HF_SHAPE,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        **(MOE_SHAPE if moe else HF_SHAPE),
     )  # fmt: skip
-    model = transformers.Qwen2ForCausalLM(config)
+    model = transformers.AutoModelForCausalLM.from_config(config)
     randomize_(model, seed)
     model.save_pretrained(str(out_dir))
     return out_dir

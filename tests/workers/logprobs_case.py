@@ -113,14 +113,21 @@ def run(rank: int, world_size: int) -> dict:
 
 def run_context_parallel(rank: int, world_size: int) -> dict:
     """CP = world_size: each rank holds its zigzag chunks of the logits (of every padded row, or
-    of every packed sequence); the gathered response log-probs / entropy and each rank's gradient
-    equal the unsplit computation's."""
+    of every packed sequence) and scores only the response positions among them; the response
+    log-probs / entropy summed over CP and each rank's gradient equal the unsplit computation's."""
     from mindspeed_rl.models import context_parallel as cp
-    from mindspeed_rl.workers.forward_pass import response_log_probs
+    from mindspeed_rl.workers import forward_pass
     from mindspeed_rl.workers.logprobs import token_log_probs
     from mindspeed_rl.workers.packing import pack_rows
     from mindspeed_rl.workers.rows import MegatronRows
 
+    scored = []  # positions (logit rows) each call hands to the log-softmax
+
+    def counting(logits, *args, **kwargs):
+        scored.append(logits.numel() // logits.shape[-1])
+        return token_log_probs(logits, *args, **kwargs)
+
+    forward_pass.token_log_probs = counting
     init_distributed(ParallelLayout(context_parallel_size=world_size), seed=1)
     try:
         g = torch.Generator().manual_seed(9)
@@ -143,7 +150,18 @@ def run_context_parallel(rank: int, world_size: int) -> dict:
                 )  # fmt: skip
                 local = cp.split_sequence(full, world_size, rank, cu_seqlens=bounds)
                 local.requires_grad_(True)
-                lp, ent = response_log_probs(local, shaped, 0.7, True, entropy_grad)
+                scored.clear()
+                lp, ent = forward_pass.response_log_probs(local, shaped, 0.7, True, entropy_grad)
+                # the distinct response positions among those this rank holds, and only them
+                held = set(
+                    cp.zigzag_index(shaped.tokens.shape[1], world_size, rank).tolist()
+                    if bounds is None
+                    else cp.packed_zigzag_index(bounds, world_size, rank).tolist()
+                )
+                wanted = set(
+                    zip(row.expand_as(position).flatten().tolist(), position.flatten().tolist())
+                )
+                expected_scored = sum(p in held for _, p in wanted)
                 for values, entropy in ((ref_lp, ref_ent), (lp, ent)):
                     loss = (values * weights).sum()
                     if entropy_grad:
@@ -155,6 +173,9 @@ def run_context_parallel(rank: int, world_size: int) -> dict:
                     "entropy": float((ent - ref_ent).abs().max()),
                     "grad": float((local.grad - expected).abs().max()),
                     "grad_scale": float(expected.abs().max()),
+                    "scored": list(scored),
+                    "expected_scored": expected_scored,
+                    "local_positions": local.shape[0] * local.shape[1],
                 }
         return out
     finally:

@@ -17,6 +17,19 @@ TP, EP = 2, 2
 STEPS = 2
 
 
+def convert_grouped(hf_dir: Path, mg_dir: Path) -> int:
+    """HF -> mcore at TP, EP with the recipe's grouped-GEMM expert layout (the CLI's exit code)."""
+    from cli.convert_ckpt import main
+
+    return main([
+        "--load-model-type", "hf", "--save-model-type", "mg", "--load-dir", str(hf_dir),
+        "--save-dir", str(mg_dir), "--target-tensor-parallel-size", str(TP),
+        "--target-expert-parallel-size", str(EP),
+        # no padded vocabulary rows: the engine's softmax runs over the HF vocabulary
+        "--make-vocab-size-divisible-by", "1", "--moe-grouped-gemm",
+    ])  # fmt: skip
+
+
 def _rows(vocab: int):
     from mindspeed_rl.workers.rows import to_megatron_rows
 

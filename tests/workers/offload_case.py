@@ -109,6 +109,12 @@ def run_iterations(config, iterations: int, save_root: str) -> dict:
             actor.append(_weights(worker.actor.module))  # resident until the sync releases them
             worker.sync_weights()
             engine.append(_weights(worker.engine.model))
+        # a rank dealt no prompts still calls its engine (vLLM's data-parallel peers need it)
+        engine_calls = []
+        generate = worker.engine.generate
+        worker.engine.generate = lambda p, s: engine_calls.append(list(p)) or generate(p, s)
+        empty_share = worker.generate([], params)
+        worker.engine.generate = generate
         shard = Path(worker.save_checkpoint(save_root, iterations))
         payload = mcore_layout.load_shard(shard, mmap=False)
         checkpoint = {k: v.clone() for k, v in payload["model"].items() if "_extra" not in k}
@@ -122,6 +128,7 @@ def run_iterations(config, iterations: int, save_root: str) -> dict:
             "checkpoint": checkpoint,
             "ledger": worker.memory_ledger(),
             "host_stash_bytes": worker.offloader.stash.host_bytes,
+            "empty_share": (engine_calls, empty_share),
         }
     finally:
         ps.destroy_model_parallel()

@@ -34,8 +34,12 @@ def test_tp2_vocab_slices_match_the_full_vocabulary():
 
 
 @pytest.mark.slow
-def test_context_parallel_ranks_gather_the_unsplit_log_probs_and_gradients():
+def test_context_parallel_ranks_score_their_response_positions_only_and_match_unsplit():
     for rank_result in run_distributed(logprobs_case.run_context_parallel, 2):
         for entropy_grad, diffs in rank_result.items():
             assert diffs["lp"] < TOLERANCE and diffs["entropy"] < TOLERANCE, (entropy_grad, diffs)
             assert diffs["grad_scale"] > 0.1 and diffs["grad"] < TOLERANCE, (entropy_grad, diffs)
+            # one log-softmax call, of this rank's response positions only (not its prompt or
+            # padding positions)
+            assert diffs["scored"] == [diffs["expected_scored"]], (entropy_grad, diffs)
+            assert 0 < diffs["expected_scored"] < diffs["local_positions"], diffs

@@ -19,13 +19,7 @@ pytestmark = pytest.mark.slow
 def test_qwen3_moe_tp2_ep2_sp_converts_trains_syncs_and_exports(tmp_path):
     hf_dir = tiny_hf.save_tiny_model("qwen3_moe", tmp_path / "hf")
     mg_dir, save_dir, export_dir = tmp_path / "mg", tmp_path / "trained", tmp_path / "export"
-    assert main([
-        "--load-model-type", "hf", "--save-model-type", "mg", "--load-dir", str(hf_dir),
-        "--save-dir", str(mg_dir), "--target-tensor-parallel-size", str(moe_case.TP),
-        "--target-expert-parallel-size", str(moe_case.EP),
-        # no padded vocabulary rows: the engine's softmax runs over the HF vocabulary
-        "--make-vocab-size-divisible-by", "1", "--moe-grouped-gemm",
-    ]) == 0  # fmt: skip
+    assert moe_case.convert_grouped(hf_dir, mg_dir) == 0
 
     results = run_distributed(moe_case.run, 4, hf_dir, mg_dir, save_dir)
     for rank in results:

@@ -130,3 +130,9 @@ def test_reference_is_resident_only_in_its_pass_and_keeps_its_values(matrix):
     kls = [m["actor/kl"] for m in run["metrics"]]
     assert abs(kls[0]) <= 1e-6 < kls[1] < kls[2], kls  # starts at 0 (actor = reference), grows
     assert run["metrics"][1]["actor/kl_loss"] == pytest.approx(0.5 * kls[1])
+
+
+def test_a_rank_dealt_no_prompts_still_calls_its_engine(matrix):
+    # vLLM's data-parallel ranks step together: a rank without prompts must take part
+    calls, out = matrix[_key(False, False, False)]["empty_share"]
+    assert calls == [[]] and out is None

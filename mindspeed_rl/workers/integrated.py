@@ -63,16 +63,7 @@ class IntegratedWorker:
         """Initialise this rank. ``resume``: {'iteration', 'actor_version'} to restore a training
         checkpoint from ``actor_config.load`` (finetune: false); else ``load`` gives the starting
         weights only (finetune semantics)."""
-        import time
-
-        clock = [time.perf_counter()]
-        seconds: dict[str, float] = {}
-
-        def took(phase: str) -> None:  # the set-up's phases, for the driver's start-up line
-            now = time.perf_counter()
-            seconds[phase] = seconds.get(phase, 0.0) + now - clock[0]
-            clock[0] = now
-
+        phases = Timer()  # the set-up's phases, for the driver's start-up line
         import transformers
         from megatron.core import parallel_state as ps
 
@@ -88,7 +79,7 @@ class IntegratedWorker:
             reference_load_path,
         )
 
-        took("imports")
+        phases.lap("imports")
         torch.set_num_threads(threads)
         actor_cfg, rl, gen = config.actor, config.rl_config, config.generate_config
         self.config = config
@@ -103,7 +94,7 @@ class IntegratedWorker:
             self.layout, rank=self.rank, world_size=world_size, local_rank=local_rank,
             master_addr=master_addr, master_port=master_port, seed=actor_cfg.seed,
         )  # fmt: skip
-        took("distributed")
+        phases.lap("distributed")
         hf_dir = actor_cfg.tokenizer_name_or_path
         if hf_dir is None or not (Path(hf_dir) / "config.json").is_file():
             raise ValueError(
@@ -159,7 +150,7 @@ class IntegratedWorker:
                 dtype, temperature=gen.sampling_config.temperature,
                 vocab_size=hf_config.vocab_size,
             )  # fmt: skip
-        took("actor")
+        phases.lap("actor")
         self.offloader = TrainStateOffloader(
             self.actor.model,
             self.actor.optimizer,
@@ -195,9 +186,9 @@ class IntegratedWorker:
             )  # fmt: skip
         # vLLM's TP groups under external_launcher are consecutive ranks
         self.returns_rollout = self.rank % gen.infer_tensor_parallel_size == 0
-        took("engine")
+        phases.lap("engine")
         self.sync_weights()
-        took("sync")
+        phases.lap("sync")
         return WorkerInfo(
             rank=self.rank,
             local_rank=local_rank,
@@ -212,7 +203,7 @@ class IntegratedWorker:
             eos_token_ids=tuple(self.eos_token_ids),
             pad_token_id=self.pad_token_id,
             returns_rollout=self.returns_rollout,
-            setup_seconds=seconds,
+            setup_seconds=phases.seconds,
         )
 
     # --- checkpoints ---------------------------------------------------------------------------

@@ -5,7 +5,9 @@
 Without ``--dry-run`` it joins the Ray cluster named by ``RAY_ADDRESS`` (examples/dapo/*.sh start
 one and set it) or starts a local one of its own (docs/multi_node.md), and trains. ``--dry-run``
 validates the config (every problem at once), prints the resolved YAML and the run plan, and exits
-0, or prints the problems and exits 2. It never starts Ray or touches a device.
+0, or prints the problems and exits 2. It never starts Ray or touches a device. The rules that
+depend on the platform (rollout engine, attention backend) are those of this host; ``--platform
+npu`` checks a config for an Ascend run from a CPU box (docs/coming_from_mindspeed_rl.md).
 
 Exit status: 0 trained; 1 the run failed (a worker died, naming the rank, or dynamic sampling
 stopped with its diagnosis); 2 bad input (config, paths, data, a checkpoint that does not fit:
@@ -31,7 +33,12 @@ from mindspeed_rl.cli_errors import (  # noqa: E402
     run_reporting_errors,
 )
 from mindspeed_rl.config.validation import ConfigError  # noqa: E402
-from mindspeed_rl.trainer.config_entry import load_run_config, print_dry_run  # noqa: E402
+from mindspeed_rl.trainer.config_entry import (  # noqa: E402
+    PLATFORMS,
+    host_platform,
+    load_run_config,
+    print_dry_run,
+)
 
 PROG = "train_dapo"
 
@@ -43,6 +50,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config-name", required=True, help="configs/<NAME>.yaml, or a .yaml path")
     parser.add_argument("--config-path", default=None, help="directory holding the configs")
     parser.add_argument("--dry-run", action="store_true", help="validate, print, exit")
+    parser.add_argument(
+        "--platform", choices=PLATFORMS, default=None,
+        help="with --dry-run: check the platform rules of this platform (default: this host's)",
+    )  # fmt: skip
     parser.add_argument("--log-dir", default=None, help="metrics.jsonl and TensorBoard events")
     parser.add_argument("--debug", action="store_true", help="print tracebacks of errors too")
     parser.add_argument("overrides", nargs="*", help="section.key=value (YAML-typed values)")
@@ -50,16 +61,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.platform is not None and not args.dry_run:
+        print(f"{PROG}: --platform applies to --dry-run only; a run uses this host's", file=sys.stderr)
+        return EXIT_INPUT
+    host = host_platform()
+    platform = args.platform or host
     try:
-        config = load_run_config(args.config_name, args.config_path, args.overrides)
+        config = load_run_config(args.config_name, args.config_path, args.overrides, platform)
     except ConfigError as err:
-        return print_config_error(PROG, err)
+        status = print_config_error(PROG, err)
+        if platform == "cpu" and args.platform is None and any(
+            "[platform: cpu]" in p.message for p in err.problems
+        ):
+            print(f"{PROG}: checked for this CPU host; --platform npu (or cuda) checks the config "
+                  "for the accelerator it is meant for", file=sys.stderr)  # fmt: skip
+        return status
     if args.dry_run:
-        print_dry_run(config)
+        print_dry_run(config, platform)
         return 0
     from mindspeed_rl.trainer.launch import run_training
 
     configure_logging()
+    for level, message in config.notices:
+        logging.getLogger(PROG).log(logging.getLevelName(level.upper()), message)
     logging.getLogger("megatron").setLevel(logging.WARNING)
     run_training(config, log_dir=args.log_dir)
     return 0

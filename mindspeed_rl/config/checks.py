@@ -245,13 +245,14 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
             f"{gen.max_model_len} < max_prompt_length ({rl.max_prompt_length}) + "
             f"sampling_config.max_tokens ({sampling.max_tokens})",
         )
-    longest = rl.max_prompt_length + sampling.max_tokens  # the width of every trained row
-    if longest > actor.seq_length:
+    # the Ascend suite's meaning of seq_length: the longest prompt (preprocessing filters longer
+    # ones); the engine must hold such a prompt (the suite's own rule)
+    if actor.seq_length > gen.max_model_len:
         report(
             "megatron_training.seq_length",
-            f"{actor.seq_length} < rl_config.max_prompt_length ({rl.max_prompt_length}) + "
-            f"generate_config.sampling_config.max_tokens ({sampling.max_tokens}) = {longest}: "
-            f"Megatron trains on prompt + response; set seq_length >= {longest} or shorten them",
+            f"{actor.seq_length} exceeds generate_config.max_model_len = {gen.max_model_len}: "
+            "the engine could not hold a prompt of seq_length tokens; raise max_model_len or "
+            "lower seq_length",
         )
     if rl.max_prompt_length + sampling.max_tokens > model.max_position_embeddings:
         report(
@@ -331,7 +332,7 @@ def kl_problems(config: RunConfig, where: Callable[[str], str]) -> list[Problem]
         # keys that only configure a KL term: set without one, the YAML expects a KL that is not
         # there (init_kl_coef / kl_penalty are accepted: the Ascend suite's DAPO YAMLs carry them)
         explicit = rl.model_fields_set
-        for key in ("kl_target", "kl_horizon", "ref_forward_micro_batch_size"):
+        for key in ("kl_target", "kl_horizon"):
             if key in explicit and getattr(rl, key) is not None:
                 report(
                     f"rl_config.{key}",
@@ -359,7 +360,7 @@ def kl_problems(config: RunConfig, where: Callable[[str], str]) -> list[Problem]
         )
     ref_key = "rl_config.integrated_mode_config.ref_model_load_path"
     ref = rl.integrated_mode_config.ref_model_load_path
-    if ref is None and not actor.finetune:
+    if ref is None and not actor.finetune and _resumes_a_run(actor.load, actor.ckpt_step):
         report(
             ref_key,
             "required to resume (finetune: false) with a KL term: actor_config.load is the run's "
@@ -373,6 +374,18 @@ def kl_problems(config: RunConfig, where: Callable[[str], str]) -> list[Problem]
     elif ref is not None and not Path(ref).is_dir():
         report(ref_key, f"{ref}: directory not found")
     return problems
+
+
+def _resumes_a_run(load: str | None, ckpt_step: int | None) -> bool:
+    """``finetune: false`` resumes a run unless ``load`` holds converted weights (tracker
+    'release'; Megatron starts from them). A directory not there yet (a recipe checked away from
+    the cluster) is taken at its word: the weights it will hold when the run starts."""
+    from pathlib import Path
+
+    tracker = Path(load or "") / "latest_checkpointed_iteration.txt"
+    if load is None or not tracker.is_file():
+        return load is not None and ckpt_step is not None
+    return ckpt_step is not None or tracker.read_text(encoding="utf-8").strip() != "release"
 
 
 BUDGET_KEYS = ("max_packing_token_size", "ref_max_packing_token_size",
@@ -394,9 +407,9 @@ def batching_problems(config: RunConfig, where: Callable[[str], str]) -> list[Pr
                 )  # fmt: skip
         return problems
     longest = rl.max_prompt_length + sampling.max_tokens
-    for key in BUDGET_KEYS:
+    for key in effective_budget_keys(rl, needs_reference=rl.use_kl_loss or rl.use_kl_in_reward):
         value = getattr(rl, key)
-        if value is not None and value < longest:
+        if value < longest:
             problems.append(
                 Problem(
                     where(f"rl_config.{key}"), f"rl_config.{key}",
@@ -406,3 +419,35 @@ def batching_problems(config: RunConfig, where: Callable[[str], str]) -> list[Pr
                 )
             )  # fmt: skip
     return problems
+
+
+def effective_budget_keys(rl, needs_reference: bool) -> list[str]:
+    """The keys whose value is the token budget of a pass that runs: each phase's own key when
+    set, else ``max_packing_token_size`` (once); the reference pass only with a KL term."""
+    phases = ["actor_max_packing_token_size", "update_max_packing_token_size"]
+    if needs_reference:
+        phases.insert(0, "ref_max_packing_token_size")
+    keys = [key if getattr(rl, key) is not None else "max_packing_token_size" for key in phases]
+    return list(dict.fromkeys(keys))
+
+
+def cross_field_warnings(config: RunConfig) -> list[str]:
+    """Values that run, but probably not as the YAML's author expects (logged, never refused)."""
+    rl, actor = config.rl_config, config.actor
+    sampling = config.generate_config.sampling_config
+    warnings = []
+    kl_on = rl.use_kl_loss or rl.use_kl_in_reward
+    if rl.ref_forward_micro_batch_size is not None and not kl_on:
+        warnings.append(
+            f"rl_config.ref_forward_micro_batch_size = {rl.ref_forward_micro_batch_size} has no "
+            "effect: without use_kl_loss / use_kl_in_reward no reference model is built"
+        )
+    longest = rl.max_prompt_length + sampling.max_tokens
+    if actor.seq_length < rl.max_prompt_length:
+        warnings.append(
+            f"megatron_training.seq_length = {actor.seq_length} < rl_config.max_prompt_length = "
+            f"{rl.max_prompt_length}: the dataset was preprocessed for prompts of at most "
+            "seq_length tokens (in the Ascend suite's meaning); trained rows are prompt + "
+            f"response, up to {longest} tokens, whatever seq_length says"
+        )
+    return warnings

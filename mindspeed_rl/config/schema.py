@@ -3,14 +3,15 @@
 Every field has a type, a default and a one-line description; ``docs/configuration.md`` is
 generated from these classes (``python -m mindspeed_rl.config.reference``). Types are strict: a
 string where an int belongs is an error, not a silent conversion. Keys that the Ascend suite
-accepts but this project does not implement yet live in ``unsupported.py``, never here.
+carries that are not fields here (inert values, performance switches, refused features) live in
+``unsupported.py``, never here.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 def _f(default: Any, doc: str, **kwargs: Any) -> Any:
@@ -69,7 +70,11 @@ class MegatronConfig(Section):
 
     model: str = _f(..., "Name of the model entry (a key under `model`, from configs/model/).")
     use_mcore_models: Literal[True] = _f(True, "Build megatron-core models (the only kind).")
-    stage: Literal["ray_dapo"] = _f("ray_dapo", "Training stage.")
+    stage: Literal["ray_dapo", "ray_grpo"] = _f(
+        "ray_dapo",
+        "The loop's defaults: ray_dapo (no KL), ray_grpo (KL loss against the reference with "
+        "init_kl_coef unless use_kl_loss is given; filter groups only when enabled).",
+    )
     tokenizer_type: Literal["PretrainedFromHF"] = _f("PretrainedFromHF", "Tokenizer kind.")
     tokenizer_name_or_path: str | None = _f(None, "HF tokenizer directory.")
     data_path: str | None = _f(None, "Output prefix of cli/preprocess_data.py.")
@@ -79,7 +84,12 @@ class MegatronConfig(Section):
     full_shuffle_instruction_dataset: bool = _f(False, "Shuffle across epochs as one pool.")
     seed: int = _f(1234, "Seed of every RNG (data order, sampling, init).")
     global_batch_size: int = _f(..., "Prompts per generation batch.", gt=0)
-    seq_length: int = _f(..., "Maximum prompt + response tokens fed to Megatron.", gt=0)
+    seq_length: int = _f(
+        ...,
+        "Longest prompt in tokens, as in the Ascend suite (preprocessing filters longer ones); "
+        "generate_config.max_model_len must be >= it.",
+        gt=0,
+    )
     train_iters: int = _f(..., "Training iterations.", gt=0)
     save_interval: int = _f(0, "Save every N iterations (0 = only at the end).", ge=0)
     log_interval: int = _f(1, "Print the summary line every N iterations.", gt=0)
@@ -110,6 +120,15 @@ class MegatronConfig(Section):
     tensor_model_parallel_size: int = _f(1, "Training TP.", gt=0)
     pipeline_model_parallel_size: int = _f(1, "Training PP.", gt=0)
     expert_model_parallel_size: int = _f(1, "Training EP (MoE).", gt=0)
+    moe_tp_extend_ep: bool = _f(
+        False, "MindSpeed's MoE layout: whole experts per TP x EP rank (no expert TP split)."
+    )
+    num_layer_list: str | None = _f(
+        None, "Uneven pipeline stages: layers per stage, comma-separated ('16,17,16,15')."
+    )
+    noop_layers: str | None = _f(
+        None, "Layers (0-based, comma-separated) that are identity: kept in the count, no work."
+    )
     context_parallel_size: int = _f(
         1, "Training CP: each sequence split over CP ranks (TE / MindSpeed attention only).", gt=0
     )
@@ -249,6 +268,10 @@ class RLConfig(Section):
     filter_groups_on_max_batches: Literal["error", "train"] = _f(
         "error", "At filter_groups_max_batches: stop with a diagnosis, or train on what was kept."
     )
+    hccl_buffersize: int | None = _f(
+        None, "HCCL_BUFFSIZE (MB) in the workers' environment, as the suite sets it (unset: the "
+        "platform's worker environment decides).", gt=0,
+    )  # fmt: skip
     use_tensorboard: bool = _f(False, "Write TensorBoard events.")
     use_wandb: bool = _f(False, "Log to Weights & Biases.")
     wandb_project: str | None = _f(None, "W&B project.")
@@ -326,10 +349,17 @@ class RunConfig(Section):
     rl_config: RLConfig
     generate_config: GenerateConfig
     profiler: ProfilerConfig = ProfilerConfig()
+    # (level, message) pairs that validation found worth telling but not refusing: keys accepted
+    # without effect (INFO), suspicious values (WARNING); logged once per run, printed by --dry-run
+    _notices: list[tuple[str, str]] = PrivateAttr(default_factory=list)
 
     @property
     def model(self) -> ModelConfig:
         return self.models[self.actor.model]
+
+    @property
+    def notices(self) -> list[tuple[str, str]]:
+        return self._notices
 
 
 # YAML section -> its type; actor_config shares megatron_training's type.

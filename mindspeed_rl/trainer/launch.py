@@ -26,11 +26,22 @@ class RunResult:
     prompt_log: list[list[int]]
 
 
-def _init_ray(world_size: int) -> bool:
-    """The cluster the user chose, else a local one (``platform.ray_cluster``); True if started."""
+def starts_from_converted_weights(actor) -> bool:
+    """``finetune: false`` on a directory of converted weights (tracker 'release') and no
+    ``ckpt_step``: Megatron (and so the Ascend suite's recipes) start from those weights at
+    iteration 0; there is no run to resume."""
+    from mindspeed_rl.checkpoint.mcore_layout import RELEASE, read_tracker
+
+    return actor.ckpt_step is None and read_tracker(actor.load) == RELEASE
+
+
+def _init_ray(world_size: int, config_env: dict[str, str] | None = None) -> bool:
+    """The cluster the user chose, else a local one (``platform.ray_cluster``); True if started.
+    ``config_env``: variables the config sets in every worker (``config_entry.worker_env_vars``)."""
     from mindspeed_rl.platform.ray_cluster import init_ray
 
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+                        **(config_env or {})}}  # fmt: skip
     resources = {ray_resource_name(): world_size} if device_type() == "cpu" else None
     return init_ray(env, max(os.cpu_count() or 1, world_size) + 4, resources)
 
@@ -156,7 +167,12 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
             "(neither use_kl_loss nor use_kl_in_reward is on)"
         )
     resume_state = None
-    if not actor.finetune:
+    if not actor.finetune and starts_from_converted_weights(actor):
+        logger.info(
+            "actor_config.finetune: false on converted weights ('release' in %s): starting from "
+            "them at iteration 0, as Megatron does", actor.load,
+        )  # fmt: skip
+    elif not actor.finetune:
         iteration = resolve_iteration(actor.load, actor.ckpt_step)
         resume_state = load_trainer_state(actor.load, iteration)
     world = rl.actor_resource.num_npus
@@ -169,7 +185,9 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     started_ray = False
     try:
         clock = time.perf_counter()
-        started_ray = _init_ray(world)
+        from mindspeed_rl.trainer.config_entry import worker_env_vars
+
+        started_ray = _init_ray(world, worker_env_vars(config))
         ray_seconds = time.perf_counter() - clock
         workers = WorkerGroup(with_profiling(IntegratedWorker), world)
         master_addr, master_port = workers.rendezvous()

@@ -18,6 +18,7 @@ import torch
 
 from mindspeed_rl.algorithms.loss_aggregation import loss_denominator, resolve_loss_agg_mode
 from mindspeed_rl.algorithms.policy_loss import clip_bounds, policy_loss
+from mindspeed_rl.config.platform_rules import context_parallel_problem
 from mindspeed_rl.config.schema import MegatronConfig, ModelConfig, RLConfig
 from mindspeed_rl.platform.distributed import ParallelLayout
 from mindspeed_rl.workers.forward_pass import forward_log_probs, response_log_probs, run_schedule
@@ -293,12 +294,13 @@ def model_build_options(actor_config: MegatronConfig) -> dict:
     from mindspeed_rl.platform.device import device_type
 
     backend = layer_specs.platform_backend()
-    if actor_config.context_parallel_size > 1 and backend not in layer_specs.CONTEXT_PARALLEL:
-        raise ValueError(
-            f"actor_config.context_parallel_size={actor_config.context_parallel_size}: context "
-            f"parallelism runs in Transformer Engine's attention (CUDA) or MindSpeed's (NPU); "
-            f"this platform's attention ({backend}) has none: set context_parallel_size: 1"
-        )
+    # config/platform_rules.py, which --dry-run applies too (the packing half: micro_layout)
+    problem = context_parallel_problem(
+        actor_config.context_parallel_size, True, backend,
+        backend in layer_specs.CONTEXT_PARALLEL, False,
+    )  # fmt: skip
+    if problem:
+        raise ValueError(problem)
     return {
         "backend": backend,
         # accelerators create each TP shard on the device; the host path would first

@@ -15,6 +15,7 @@ import dataclasses
 
 import torch
 
+from mindspeed_rl.config.platform_rules import context_parallel_problem
 from mindspeed_rl.workers.rows import MegatronRows
 
 
@@ -153,13 +154,12 @@ def micro_layout(rl_config, actor_config, transformer_config) -> MicroLayout:
         # every sequence cut into 2 * CP equal chunks, each rank's part split again by SP
         segment = 2 * actor_config.context_parallel_size
         multiple *= segment
-    host_mask = layer_specs.needs_host_mask(layer_specs.platform_backend())
-    if segment > 1 and host_mask and mode != "packed":
-        # the host mask is built for the whole rows, the ranks see L / CP of them: which mask
-        # MindSpeed's CP attention wants for padded rows is unverified; packed rows carry none
-        raise ValueError(
-            f"actor_config.context_parallel_size={actor_config.context_parallel_size} on this "
-            "platform needs rl_config.use_remove_padding: true (packed sequences; padded rows "
-            "under context parallelism are not supported with MindSpeed's attention)"
-        )
+    backend = layer_specs.platform_backend()
+    host_mask = layer_specs.needs_host_mask(backend)
+    problem = context_parallel_problem(
+        actor_config.context_parallel_size, mode == "packed", backend,
+        backend in layer_specs.CONTEXT_PARALLEL, host_mask,
+    )  # fmt: skip
+    if problem:  # config/platform_rules.py, which --dry-run applies too
+        raise ValueError(problem)
     return MicroLayout(mode, multiple, host_mask, segment)

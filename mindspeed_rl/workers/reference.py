@@ -31,12 +31,13 @@ def needs_reference(rl: RLConfig) -> bool:
 
 
 def reference_load_path(actor: MegatronConfig, rl: RLConfig) -> str | None:
-    """Where the reference weights come from: ``ref_model_load_path``, else the actor's starting
-    weights (``load`` with finetune: true). None when neither gives them (a config error)."""
+    """Where the reference weights come from: ``ref_model_load_path``, else ``load``, as in the
+    Ascend suite (config/checks.py refuses ``load`` when it is a run's own checkpoint to resume,
+    whose weights are not the original ones). None when neither is set (a config error)."""
     path = rl.integrated_mode_config.ref_model_load_path
     if path is not None:
         return path
-    return actor.load if actor.finetune else None
+    return actor.load
 
 
 class ReferenceModel:

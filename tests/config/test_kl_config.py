@@ -36,12 +36,19 @@ def test_dapo_builds_no_reference_and_accepts_the_seeds_ref_path():
 
 @pytest.mark.parametrize(
     "override",
-    ["rl_config.kl_target=0.1", "rl_config.kl_horizon=100",
-     "rl_config.ref_forward_micro_batch_size=2", "rl_config.kl_ctrl_type=adaptive"],
+    ["rl_config.kl_target=0.1", "rl_config.kl_horizon=100", "rl_config.kl_ctrl_type=adaptive"],
 )  # fmt: skip
 def test_kl_only_keys_without_a_kl_term_are_refused_by_name(override):
     key = override.split("=")[0]
     assert "neither use_kl_loss nor use_kl_in_reward is on" in _problems(override)[key]
+
+
+def test_a_reference_micro_batch_without_kl_is_a_warning():
+    """The Ascend suite's DAPO recipes carry it (their loss has no KL): harmless, so told, not
+    refused."""
+    config = load_run_config(RECIPE, overrides=["rl_config.ref_forward_micro_batch_size=2"])
+    (warning,) = [m for level, m in config.notices if level == "warning"]
+    assert warning.startswith("rl_config.ref_forward_micro_batch_size = 2 has no effect")
 
 
 def test_adaptive_control_needs_target_and_horizon(tmp_path):
@@ -66,10 +73,16 @@ def test_fixed_control_refuses_adaptive_keys_and_a_zero_coefficient(tmp_path):
 
 def test_resume_with_kl_needs_the_original_weights(tmp_path):
     key = "rl_config.integrated_mode_config.ref_model_load_path"
-    problems = _problems(
-        "rl_config.use_kl_loss=true", "actor_config.finetune=false", f"actor_config.load={tmp_path}"
-    )
+    tracker = tmp_path / "latest_checkpointed_iteration.txt"
+    tracker.write_text("7\n")  # a run's own checkpoint
+    resume = ("rl_config.use_kl_loss=true", "actor_config.finetune=false",
+              f"actor_config.load={tmp_path}")  # fmt: skip
+    problems = _problems(*resume)
     assert "required to resume (finetune: false) with a KL term" in problems[key]
+    # converted weights: Megatron starts from them, and they are the reference (the suite's GRPO
+    # recipes say finetune: false on converted weights)
+    tracker.write_text("release\n")
+    assert load_run_config(RECIPE, overrides=list(resume)).rl_config.use_kl_loss
     missing = _problems(
         "rl_config.use_kl_loss=true",
         f"rl_config.integrated_mode_config={{ref_model_load_path: {tmp_path / 'gone'}}}",

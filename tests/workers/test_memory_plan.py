@@ -84,7 +84,7 @@ def test_phases_follow_the_offload_switches():
 def test_dry_run_prints_the_ledger_and_warns_on_a_phase_that_does_not_fit():
     run = subprocess.run(
         [sys.executable, "cli/train_dapo.py", "--config-name", "dapo_qwen25_32b_A3", "--dry-run",
-         "generate_config.device_memory_gb=40"],
+         "--platform", "npu", "generate_config.device_memory_gb=40"],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

@@ -62,7 +62,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def _train(args: argparse.Namespace) -> int:
     if args.platform is not None and not args.dry_run:
-        print(f"{PROG}: --platform applies to --dry-run only; a run uses this host's", file=sys.stderr)
+        print(
+            f"{PROG}: --platform applies to --dry-run only; a run uses this host's", file=sys.stderr
+        )
         return EXIT_INPUT
     host = host_platform()
     platform = args.platform or host
@@ -70,8 +72,10 @@ def _train(args: argparse.Namespace) -> int:
         config = load_run_config(args.config_name, args.config_path, args.overrides, platform)
     except ConfigError as err:
         status = print_config_error(PROG, err)
-        if platform == "cpu" and args.platform is None and any(
-            "[platform: cpu]" in p.message for p in err.problems
+        if (
+            platform == "cpu"
+            and args.platform is None
+            and any("[platform: cpu]" in p.message for p in err.problems)
         ):
             print(f"{PROG}: checked for this CPU host; --platform npu (or cuda) checks the config "
                   "for the accelerator it is meant for", file=sys.stderr)  # fmt: skip

@@ -32,6 +32,7 @@ class RunPlan:
     kl_loss: bool
     kl_in_reward: bool
     reference_model: str
+    hccl_buffsize_mb: int | str  # HCCL_BUFFSIZE of the workers (platform/worker_env.py sets it)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -75,6 +76,9 @@ def make_plan(config: RunConfig) -> RunPlan:
         kl_loss=rl.use_kl_loss,
         kl_in_reward=rl.use_kl_in_reward,
         reference_model=_reference(config),
+        hccl_buffsize_mb=(
+            rl.hccl_buffersize if rl.hccl_buffersize is not None else "platform default"
+        ),
     )
 
 

@@ -121,7 +121,7 @@ def platform_problems(
     suffix = f" [platform: {facts.device_type}]"
     return [
         # the workers' text names the key; the Problem names it already
-        Problem(where(key), key, re.sub(rf"^{re.escape(key)}\s*=\s*", "", message) + suffix)
+        Problem(where(key), key, re.sub(rf"^{re.escape(key)}\s*=?\s*", "", message) + suffix)
         for key, message in found
         if message
     ]

@@ -36,8 +36,10 @@ resolved YAML and the run plan, or every problem at once (exit 2).
 Numbers are read as OmegaConf (Hydra) reads them, so the Ascend suite's YAMLs mean the same here:
 `lr: 5e-5`, `1e-06`, `1E3` are floats (plain YAML 1.1 would make them strings), and so are the same
 spellings in `key=value` overrides. Types are strict (`"8"` is not an int). Unknown keys are errors with a suggestion. Keys of the Ascend
-suite that are recognised but not implemented yet are listed at the end: they are accepted only with
-the value that leaves the feature off.
+suite that are not fields here are listed at the end: accepted at the value this project behaves as,
+accepted without effect (performance switches, named in one INFO line per run), or refused by name.
+Coming from MindSpeed-RL: [coming_from_mindspeed_rl.md](coming_from_mindspeed_rl.md) says what every
+key of its recipes does here.
 """
 
 
@@ -82,6 +84,12 @@ def _table(title: str, model: type[Section], note: str = "") -> list[str]:
     return lines
 
 
+def _shown(section: str) -> str:
+    if section == "megatron_training":
+        return "megatron_training / actor_config"
+    return "model.NAME" if section == "model" else section
+
+
 def render() -> str:
     lines = [_HEADER]
     lines += _table("megatron_training / actor_config", MegatronConfig)
@@ -93,17 +101,26 @@ def render() -> str:
         ModelConfig,
         "Megatron / MindSpeed-LLM argument names; one top-level key per file, the model name.",
     )
-    lines += ["## Recognised, not supported yet", ""]
-    lines += ["| section | key | accepted (inert) value |", "|---|---|---|"]
+    lines += ["## Keys of the Ascend suite accepted at the value we behave as", ""]
+    lines += ["| section | key | accepted value |", "|---|---|---|"]
     for section, keys in unsupported.UNSUPPORTED.items():
         if section == "actor_config":
             continue
         for key in keys:
-            shown = (
-                "megatron_training / actor_config" if section == "megatron_training" else section
-            )
             inert = unsupported.inert_description(section, key)
-            lines.append(f"| {shown} | `{key}` | {inert} |")
+            lines.append(f"| {_shown(section)} | `{key}` | {inert} |")
+    lines += ["", "## Keys of the Ascend suite accepted without effect (one INFO line per run)", ""]
+    lines += ["| section | key | why |", "|---|---|---|"]
+    for section, keys in unsupported.NO_EFFECT.items():
+        if section == "actor_config":
+            continue
+        for key, why in keys.items():
+            lines.append(f"| {_shown(section)} | `{key}` | {why} |")
+    lines += ["", "## Keys of the Ascend suite that refuse the run when true", ""]
+    lines += ["| section | key | why |", "|---|---|---|"]
+    for section, keys in unsupported.REFUSED_FEATURES.items():
+        for key, why in keys.items():
+            lines.append(f"| {_shown(section)} | `{key}` | {why} |")
     lines.append("")
     return "\n".join(lines)
 

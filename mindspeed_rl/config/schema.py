@@ -71,9 +71,7 @@ class MegatronConfig(Section):
     model: str = _f(..., "Name of the model entry (a key under `model`, from configs/model/).")
     use_mcore_models: Literal[True] = _f(True, "Build megatron-core models (the only kind).")
     stage: Literal["ray_dapo", "ray_grpo"] = _f(
-        "ray_dapo",
-        "The loop's defaults: ray_dapo (no KL), ray_grpo (KL loss against the reference with "
-        "init_kl_coef unless use_kl_loss is given; filter groups only when enabled).",
+        "ray_dapo", "Training stage: ray_dapo, or ray_grpo (KL loss on by default; docs/dapo.md)."
     )
     tokenizer_type: Literal["PretrainedFromHF"] = _f("PretrainedFromHF", "Tokenizer kind.")
     tokenizer_name_or_path: str | None = _f(None, "HF tokenizer directory.")
@@ -218,6 +216,13 @@ class RLConfig(Section):
     integrated_mode_config: IntegratedModeConfig = _f(
         IntegratedModeConfig(), "The reference model's weights (built only with a KL term)."
     )
+    runtime_env_path: str | None = _f(
+        None, "YAML with env_vars for every worker, as the Ascend suite's "
+        "configs/envs/runtime_env.yaml (over the platform's defaults; docs/platform.md).",
+    )  # fmt: skip
+    hccl_buffersize: int | None = _f(
+        None, "HCCL_BUFFSIZE (MB) of every worker on NPU (over runtime_env_path).", gt=0
+    )
     use_remove_padding: bool = _f(
         False, "Pack each micro-batch's sequences end to end (THD) instead of padding them."
     )
@@ -268,10 +273,6 @@ class RLConfig(Section):
     filter_groups_on_max_batches: Literal["error", "train"] = _f(
         "error", "At filter_groups_max_batches: stop with a diagnosis, or train on what was kept."
     )
-    hccl_buffersize: int | None = _f(
-        None, "HCCL_BUFFSIZE (MB) in the workers' environment, as the suite sets it (unset: the "
-        "platform's worker environment decides).", gt=0,
-    )  # fmt: skip
     use_tensorboard: bool = _f(False, "Write TensorBoard events.")
     use_wandb: bool = _f(False, "Log to Weights & Biases.")
     wandb_project: str | None = _f(None, "W&B project.")
@@ -361,6 +362,13 @@ class RunConfig(Section):
     def notices(self) -> list[tuple[str, str]]:
         return self._notices
 
+
+# What a stage changes in rl_config's defaults: only keys the YAML leaves unset. GRPO is the same
+# loop with a KL loss against the reference (the Ascend suite's GRPO loss always has that term).
+STAGE_RL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ray_dapo": {},
+    "ray_grpo": {"use_kl_loss": True},
+}
 
 # YAML section -> its type; actor_config shares megatron_training's type.
 SECTIONS: dict[str, type[Section]] = {

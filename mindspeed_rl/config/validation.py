@@ -16,7 +16,13 @@ from typing import Any, get_args
 import pydantic
 
 from mindspeed_rl.config import unsupported
-from mindspeed_rl.config.schema import SECTIONS, ModelConfig, RLConfig, RunConfig, Section
+from mindspeed_rl.config.schema import (
+    SECTIONS,
+    STAGE_RL_DEFAULTS,
+    ModelConfig,
+    RunConfig,
+    Section,
+)
 
 TOP_LEVEL_KEYS = ("model", *SECTIONS)
 
@@ -172,21 +178,14 @@ def _validate_models(
 
 
 def _stage_defaults(data: dict) -> None:
-    """Defaults that ``stage`` implies, written into the raw rl_config before it is built.
-
-    ray_grpo is this loop with the suite's GRPO settings: a KL loss against the reference (the
-    suite's GRPO always computes reference log-probs and adds ``init_kl_coef`` x KL to the
-    loss), so ``use_kl_loss`` defaults to ``init_kl_coef > 0``; filter groups stay off unless
-    enabled. An explicit ``use_kl_loss`` wins."""
-    stage = {**(data.get("megatron_training") or {}), **(data.get("actor_config") or {})}.get(
-        "stage"
-    )
+    """``stage``'s defaults (``STAGE_RL_DEFAULTS``) under the raw rl_config, before it is built:
+    ray_grpo is this loop with a KL loss against the reference unless the YAML says otherwise."""
+    actor = {**(data.get("megatron_training") or {}), **(data.get("actor_config") or {})}
+    stage = actor.get("stage", "ray_dapo")
+    defaults = STAGE_RL_DEFAULTS.get(stage, {}) if isinstance(stage, str) else {}
     rl = data.get("rl_config")
-    if stage != "ray_grpo" or not isinstance(rl, dict) or "use_kl_loss" in rl:
-        return
-    coef = rl.get("init_kl_coef", RLConfig.model_fields["init_kl_coef"].default)
-    if isinstance(coef, (int, float)) and not isinstance(coef, bool):
-        data["rl_config"] = {**rl, "use_kl_loss": coef > 0}
+    if defaults and isinstance(rl, dict):
+        data["rl_config"] = {**defaults, **rl}
 
 
 def _response_cap_default(data: dict) -> None:

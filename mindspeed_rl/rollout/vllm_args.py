@@ -19,6 +19,11 @@ from mindspeed_rl.rollout.sampling import SamplingParams
 
 logger = logging.getLogger(__name__)
 
+# vLLM's data-parallel engines under external_launcher (dummy steps for engines that finished
+# early) exist after this release; before it, EP wider than the engine's TP would hang. Read by
+# the engine (the installed vLLM) and by --dry-run (trainer/config_entry.py, without vLLM).
+EXTERNAL_LAUNCHER_DP_AFTER = "0.10.2"
+
 # Without these the engine cannot run colocated at all: an old vLLM that lacks one is refused.
 # logprobs_mode (vLLM >= 0.10.0): older versions report log-probs of the raw logits, before the
 # temperature, which is not what the actor recomputes.

@@ -32,13 +32,14 @@ from mindspeed_rl.rollout.base import (
 )
 from mindspeed_rl.rollout.sampling import SamplingParams
 from mindspeed_rl.rollout.seeds import prompt_seed
-from mindspeed_rl.rollout.vllm_args import accepted_engine_kwargs, engine_kwargs, sampling_kwargs
+from mindspeed_rl.rollout.vllm_args import (
+    EXTERNAL_LAUNCHER_DP_AFTER,
+    accepted_engine_kwargs,
+    engine_kwargs,
+    sampling_kwargs,
+)
 
 logger = logging.getLogger(__name__)
-
-# vLLM's data-parallel engines under external_launcher (dummy steps for engines that finished
-# early) exist after this release; before it, EP wider than the engine's TP would hang
-_EXTERNAL_LAUNCHER_DP_AFTER = "0.10.2"
 
 
 def installed_vllm_features() -> dict[str, object]:
@@ -53,7 +54,7 @@ def installed_vllm_features() -> dict[str, object]:
         "version": str(version),
         "fields": {f.name for f in dataclasses.fields(vllm.EngineArgs)},
         "sleep_mode": bool(current_platform.is_sleep_mode_available()),
-        "external_launcher_dp": version > Version(_EXTERNAL_LAUNCHER_DP_AFTER),
+        "external_launcher_dp": version > Version(EXTERNAL_LAUNCHER_DP_AFTER),
     }
 
 

@@ -54,7 +54,7 @@ def platform_facts(config: RunConfig, platform: str) -> PlatformFacts:
 
     from mindspeed_rl.models import layer_specs
     from mindspeed_rl.rollout.factory import engine_kind
-    from mindspeed_rl.rollout.vllm_engine import _EXTERNAL_LAUNCHER_DP_AFTER
+    from mindspeed_rl.rollout.vllm_args import EXTERNAL_LAUNCHER_DP_AFTER
 
     on_host = platform == host_platform()
     has_te = platform == "cuda" and (not on_host or layer_specs.transformer_engine_available())
@@ -69,7 +69,7 @@ def platform_facts(config: RunConfig, platform: str) -> PlatformFacts:
         vllm_external_launcher_dp=(
             None
             if vllm_version is None
-            else Version(vllm_version.split("+")[0]) > Version(_EXTERNAL_LAUNCHER_DP_AFTER)
+            else Version(vllm_version.split("+")[0]) > Version(EXTERNAL_LAUNCHER_DP_AFTER)
         ),
     )
 
@@ -93,16 +93,6 @@ def load_run_config(
     return load_config(config_name, config_dir, overrides, extra_checks=checks)
 
 
-def worker_env_vars(config: RunConfig) -> dict[str, str]:
-    """Environment variables that config keys set in every worker, as the Ascend suite sets them
-    (its cli/train_dapo.py writes ``rl_config.hccl_buffersize`` into Ray's runtime_env). The
-    platform's own worker environment goes under these."""
-    env = {}
-    if config.rl_config.hccl_buffersize is not None:
-        env["HCCL_BUFFSIZE"] = str(config.rl_config.hccl_buffersize)
-    return env
-
-
 def print_notices(config: RunConfig) -> None:
     """The config's notices on stderr (``--dry-run``); a run logs them instead."""
     for level, message in config.notices:
@@ -117,7 +107,6 @@ def print_dry_run(config: RunConfig, platform: str | None = None) -> None:
     plan = make_plan(config).as_dict()
     if platform is not None:
         plan["platform_checked"] = platform
-    plan["worker_environment"] = worker_env_vars(config)
     print(yaml.safe_dump({"plan": plan}, sort_keys=False), end="")
     from mindspeed_rl.workers.memory_plan import ledger_report
 

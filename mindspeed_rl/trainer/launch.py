@@ -35,13 +35,11 @@ def starts_from_converted_weights(actor) -> bool:
     return actor.ckpt_step is None and read_tracker(actor.load) == RELEASE
 
 
-def _init_ray(world_size: int, config_env: dict[str, str] | None = None) -> bool:
-    """The cluster the user chose, else a local one (``platform.ray_cluster``); True if started.
-    ``config_env``: variables the config sets in every worker (``config_entry.worker_env_vars``)."""
+def _init_ray(world_size: int) -> bool:
+    """The cluster the user chose, else a local one (``platform.ray_cluster``); True if started."""
     from mindspeed_rl.platform.ray_cluster import init_ray
 
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
-                        **(config_env or {})}}  # fmt: skip
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}}
     resources = {ray_resource_name(): world_size} if device_type() == "cpu" else None
     return init_ray(env, max(os.cpu_count() or 1, world_size) + 4, resources)
 
@@ -185,9 +183,7 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     started_ray = False
     try:
         clock = time.perf_counter()
-        from mindspeed_rl.trainer.config_entry import worker_env_vars
-
-        started_ray = _init_ray(world, worker_env_vars(config))
+        started_ray = _init_ray(world)
         ray_seconds = time.perf_counter() - clock
         workers = WorkerGroup(with_profiling(IntegratedWorker), world)
         master_addr, master_port = workers.rendezvous()

@@ -165,10 +165,11 @@ class IntegratedWorker:
         if kind == "hf":
             from mindspeed_rl.rollout.hf_engine import HFRolloutEngine
 
-            from mindspeed_rl.config.platform_rules import hf_engine_problem
-
-            if problem := hf_engine_problem(gen.infer_tensor_parallel_size):
-                raise ValueError(problem)  # config/platform_rules.py, as in --dry-run
+            if gen.infer_tensor_parallel_size != 1:
+                raise ValueError(
+                    "generate_config.infer_tensor_parallel_size must be 1 with the hf engine "
+                    "(each rank generates with a whole model)"
+                )
             model = transformers.AutoModelForCausalLM.from_config(
                 hf_config, dtype=hf_engine_dtype(gen, device_type())
             )

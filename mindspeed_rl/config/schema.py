@@ -91,7 +91,6 @@ class MegatronConfig(Section):
     train_iters: int = _f(..., "Training iterations.", gt=0)
     save_interval: int = _f(0, "Save every N iterations (0 = only at the end).", ge=0)
     log_interval: int = _f(1, "Print the summary line every N iterations.", gt=0)
-    num_workers: int = _f(0, "Data-loading worker processes.", ge=0)
     sequence_parallel: bool = _f(False, "Megatron sequence parallelism (with TP > 1).")
     recompute_granularity: Literal["full", "selective"] | None = _f(
         None, "Activation recompute: whole layers (full) or core attention (selective)."
@@ -117,15 +116,12 @@ class MegatronConfig(Section):
     micro_batch_size: int = _f(1, "Samples per micro-batch in the update.", gt=0)
     tensor_model_parallel_size: int = _f(1, "Training TP.", gt=0)
     pipeline_model_parallel_size: int = _f(1, "Training PP.", gt=0)
+    num_layer_list: str | int | list[int] | None = _f(
+        None, "Layers per pipeline stage, e.g. '16,17,16,15' (unset: num_layers / PP each)."
+    )
     expert_model_parallel_size: int = _f(1, "Training EP (MoE).", gt=0)
     moe_tp_extend_ep: bool = _f(
-        False, "MindSpeed's MoE layout: whole experts per TP x EP rank (no expert TP split)."
-    )
-    num_layer_list: str | None = _f(
-        None, "Uneven pipeline stages: layers per stage, comma-separated ('16,17,16,15')."
-    )
-    noop_layers: str | None = _f(
-        None, "Layers (0-based, comma-separated) that are identity: kept in the count, no work."
+        False, "MindSpeed's expert layout: whole experts over TP x EP ranks (expert TP 1)."
     )
     context_parallel_size: int = _f(
         1, "Training CP: each sequence split over CP ranks (TE / MindSpeed attention only).", gt=0

@@ -46,7 +46,9 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...] | Derived]] = {
         "reset_attention_mask": (None, True),
         "attention_mask_type": (None, "causal"),
         "use_rotary_position_embeddings": (None, True),
+        "num_workers": (0, None),
         "num_layers_per_virtual_pipeline_stage": (None,),
+        "noop_layers": (None, ""),
         "overlap_grad_reduce": _OFF,
         "overlap_param_gather": _OFF,
         "npu_deterministic": _OFF,
@@ -158,6 +160,10 @@ HINTS = {
     "pipeline needs it",
     "attention_bias": "QKV bias is add_qkv_bias; no other attention bias is built",
     "zmq_communication": "data moves through Ray's object store",
+    "num_workers": "the driver reads the prompts of an iteration itself; no loader processes",
+    "noop_layers": "MindSpeed's identity layers that pad the layer count to a multiple of PP "
+    "are not built on megatron-core here; split the real layers unevenly with num_layer_list "
+    "instead (docs/parallelism.md)",
     "async_engine": "generation and training alternate (blocking)",
 }
 

@@ -148,9 +148,10 @@ def _build(
 
 
 def _validate_models(
-    data: Any, where, problems: list[Problem], findings: _Findings
+    data: Any, where, problems: list[Problem], findings: _Findings, masked: set[str]
 ) -> tuple[dict[str, ModelConfig], set[str]]:
-    """The model entries that validate, and the names of those that do not."""
+    """The model entries that validate (a refused optional key replaced by its default, named in
+    ``masked``), and the names of those that cannot be built."""
     models: dict[str, ModelConfig] = {}
     failed: set[str] = set()
     if data is None:
@@ -170,9 +171,10 @@ def _validate_models(
         built, broken = _build(
             ModelConfig, body, problems, lambda err, p=prefix: _pydantic_problems(err, p, where)
         )
-        if built is None or broken:
+        masked |= {f"{prefix}.{key}" for key in broken}
+        if built is None:
             failed.add(str(name))
-        if built is not None:
+        else:
             models[str(name)] = built
     return models, failed
 
@@ -262,7 +264,8 @@ def validate(
     if findings.refused:
         # a kind of run this project does not do: its other keys would only add noise
         raise ConfigError(findings.refused)
-    models, failed_models = _validate_models(data.get("model"), where, problems, findings)
+    masked: set[str] = set()
+    models, failed_models = _validate_models(data.get("model"), where, problems, findings, masked)
 
     actor_data = {**sections.pop("megatron_training"), **sections.pop("actor_config")}
     actor_keys = set(data.get("actor_config") or {})
@@ -271,7 +274,6 @@ def validate(
         return "actor_config" if key in actor_keys else "megatron_training"
 
     typed: dict[str, Any] = {}
-    masked: set[str] = {f"model.{name}" for name in failed_models}
     complete = True
     for name, body in [("actor", actor_data), *sections.items()]:
         model = SECTIONS["megatron_training"] if name == "actor" else SECTIONS[name]

@@ -167,3 +167,8 @@ def test_grpo_without_a_response_cap_takes_the_sampling_one():
     config = load_config("grpo_qwen3_8b_A3", RECIPES)  # the verifier registry is not asked here
     assert config.rl_config.rollout_max_tokens == 8192
     assert config.rl_config.use_kl_loss  # stage: ray_grpo
+
+
+def test_a_refused_model_key_does_not_stop_the_other_rules():
+    problems = _problems("model.qwen25_32b.rotary_base=x", "rl_config.mini_batch_size=5")
+    assert set(problems) == {"model.qwen25_32b.rotary_base", "rl_config.mini_batch_size"}

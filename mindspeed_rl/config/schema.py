@@ -199,6 +199,13 @@ class RLConfig(Section):
     integrated_mode_config: IntegratedModeConfig = _f(
         IntegratedModeConfig(), "The reference model's weights (built only with a KL term)."
     )
+    runtime_env_path: str | None = _f(
+        None, "YAML with env_vars for every worker, as the Ascend suite's "
+        "configs/envs/runtime_env.yaml (over the platform's defaults; docs/platform.md).",
+    )  # fmt: skip
+    hccl_buffersize: int | None = _f(
+        None, "HCCL_BUFFSIZE (MB) of every worker on NPU (over runtime_env_path).", gt=0
+    )
     use_remove_padding: bool = _f(
         False, "Pack each micro-batch's sequences end to end (THD) instead of padding them."
     )

@@ -20,9 +20,10 @@ from mindspeed_rl.config.schema import RunConfig
 
 def registry_checks() -> list[ExtraCheck]:
     from mindspeed_rl.models.config_check import model_problems
+    from mindspeed_rl.platform.worker_env import env_problems
     from mindspeed_rl.rewards.config_check import verifier_problems
 
-    return [verifier_problems, model_problems]
+    return [verifier_problems, model_problems, env_problems]
 
 
 def load_run_config(

@@ -73,6 +73,18 @@ def _placements(pg, world_size: int) -> list[RankPlacement]:
     return placements
 
 
+def device_options(platform: str) -> dict:
+    """A worker's device request in Ray's actor options: GPUs through ``num_gpus`` (Ray 2.60
+    ``_common/ray_option_utils.py`` refuses "GPU" in ``resources``), NPUs and the CPU's
+    ``cpu_slot`` as custom resources (one CPU besides on accelerators, none on CPU)."""
+    if platform == "cuda":
+        return {"num_cpus": 1, "num_gpus": 1}
+    return {
+        "num_cpus": 0 if platform == "cpu" else 1,
+        "resources": {ray_resource_name(platform): 1.0},
+    }
+
+
 class WorkerGroup:
     """``world_size`` instances of ``worker_cls`` (a plain class; made a Ray actor here).
 
@@ -111,8 +123,7 @@ class WorkerGroup:
         self.workers = []
         for placement in self.placements:
             options = dict(
-                num_cpus=0 if platform == "cpu" else 1,
-                resources={resource: 1.0},
+                **device_options(platform),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=self._pg, placement_group_bundle_index=placement.bundle_index
                 ),

@@ -114,6 +114,7 @@ class MicroLayout:
     multiple: int = 1
     host_mask: bool = True
     segment_multiple: int = 1  # packed rows: each sequence padded to it (2 * CP)
+    mindspeed: bool = False  # MindSpeed's attention: its packed-sequence conventions
 
     def apply(self, rows: MegatronRows) -> MegatronRows | PackedRows:
         if self.mode == "packed":
@@ -153,7 +154,8 @@ def micro_layout(rl_config, actor_config, transformer_config) -> MicroLayout:
         # every sequence cut into 2 * CP equal chunks, each rank's part split again by SP
         segment = 2 * actor_config.context_parallel_size
         multiple *= segment
-    host_mask = layer_specs.needs_host_mask(layer_specs.platform_backend())
+    backend = layer_specs.platform_backend()
+    host_mask = layer_specs.needs_host_mask(backend, actor_config.use_flash_attn)
     if segment > 1 and host_mask and mode != "packed":
         # the host mask is built for the whole rows, the ranks see L / CP of them: which mask
         # MindSpeed's CP attention wants for padded rows is unverified; packed rows carry none
@@ -162,4 +164,4 @@ def micro_layout(rl_config, actor_config, transformer_config) -> MicroLayout:
             "platform needs rl_config.use_remove_padding: true (packed sequences; padded rows "
             "under context parallelism are not supported with MindSpeed's attention)"
         )
-    return MicroLayout(mode, multiple, host_mask, segment)
+    return MicroLayout(mode, multiple, host_mask, segment, backend == layer_specs.MINDSPEED)

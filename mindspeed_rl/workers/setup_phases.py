@@ -38,7 +38,13 @@ def platform(worker, config: RunConfig, threads: int) -> str:
     check_process_env(where="the worker's environment")
     torch.set_num_threads(threads)
     worker.config = config
-    prepare_megatron({**config.model.model_dump(), **config.actor.model_dump()})
+    switches = {**config.model.model_dump(), **config.actor.model_dump()}
+    if config.rl_config.use_remove_padding:
+        # MindSpeed's packed-sequence path (models/mindspeed_packing.py): its GPTModel.forward
+        # wrapper, attention and THD RoPE read the boundaries and position ids published per
+        # micro-batch; with ring CP it validates variable_seq_lengths (as the suite requires)
+        switches.update(reset_attention_mask=True, variable_seq_lengths=True)
+    prepare_megatron(switches)
     return device_type()
 
 

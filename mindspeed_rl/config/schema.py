@@ -83,7 +83,6 @@ class MegatronConfig(Section):
     train_iters: int = _f(..., "Training iterations.", gt=0)
     save_interval: int = _f(0, "Save every N iterations (0 = only at the end).", ge=0)
     log_interval: int = _f(1, "Print the summary line every N iterations.", gt=0)
-    num_workers: int = _f(0, "Data-loading worker processes.", ge=0)
     sequence_parallel: bool = _f(False, "Megatron sequence parallelism (with TP > 1).")
     recompute_granularity: Literal["full", "selective"] | None = _f(
         None, "Activation recompute: whole layers (full) or core attention (selective)."

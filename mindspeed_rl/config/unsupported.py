@@ -22,6 +22,7 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
         "variable_seq_lengths": _OFF,
         "no_pad_to_seq_lengths": _OFF,
         "reset_attention_mask": _OFF,
+        "num_workers": (0, None),
         "num_layers_per_virtual_pipeline_stage": (None,),
         "num_layer_list": (None, ""),
         "moe_tp_extend_ep": _OFF,
@@ -67,6 +68,7 @@ HINTS = {
     "no_pad_to_seq_lengths": "rl_config.use_remove_padding packs sequences without it",
     "reset_attention_mask": "rl_config.use_remove_padding keeps attention within each sequence "
     "without it",
+    "num_workers": "the driver reads the prompts of an iteration itself; no loader processes",
     "variable_seq_lengths": "packed or token-budget micro-batches switch it on where the "
     "pipeline needs it",
     "moe_tp_extend_ep": "MindSpeed's layout of whole experts per TP rank; experts here are split "

@@ -46,6 +46,17 @@ def model_problems(config: RunConfig, where: Callable[[str], str]) -> list[Probl
     for key, size in sizes.items():
         if size % tp:
             report(key, f"{size} is not divisible by tensor_model_parallel_size = {tp}")
+    if config.actor.attention_softmax_in_fp32 != model.attention_softmax_in_fp32:
+        # one switch of the built model; the suite spells it in both sections
+        key = "megatron_training.attention_softmax_in_fp32"
+        problems.append(
+            Problem(
+                where(key), key,
+                f"{config.actor.attention_softmax_in_fp32} differs from "
+                f"model.{name}.attention_softmax_in_fp32 = {model.attention_softmax_in_fp32}, "
+                "which builds the model; set them equal (or drop this one)",
+            )
+        )  # fmt: skip
     if model.add_qkv_bias and model.qk_layernorm:
         report("add_qkv_bias", "no supported architecture has both qkv bias and qk_layernorm")
     return problems

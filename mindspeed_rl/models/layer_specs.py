@@ -78,13 +78,16 @@ def platform_backend() -> str:
     return choose_backend(kind, kind == "cuda" and transformer_engine_available())
 
 
-def needs_host_mask(backend: str) -> bool:
+def needs_host_mask(backend: str, use_flash_attn: bool = False) -> bool:
     """Whether the model's forward needs the dense ``[B, 1, L, L]`` causal mask.
 
     TE and the project attention are causal by construction. megatron-core's local softmax
-    builds its default mask on ``cuda`` when none is given, and MindSpeed's flash attention
-    derives its compressed mask from the one it receives, so both get the mask."""
-    return backend in (MINDSPEED, MEGATRON_LOCAL)
+    builds its default mask on ``cuda`` when none is given: it gets the mask. MindSpeed's flash
+    attention given none builds its own compressed causal mask (2048 x 2048, sparse mode 2:
+    ``mindspeed/model/transformer.py`` ``get_attention_mask``, 2.3.0_core_r0.12.1), so the host
+    mask (0.5 GB per micro-batch at L = 22k) is built for MindSpeed without flash attention
+    only."""
+    return backend == MEGATRON_LOCAL or (backend == MINDSPEED and not use_flash_attn)
 
 
 def decoder_spec(model: ModelConfig, config, backend: str):

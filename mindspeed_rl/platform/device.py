@@ -69,14 +69,15 @@ def dist_backend() -> str:
     return _BACKENDS[device_type()]
 
 
-def ray_resource_name() -> str:
-    """The Ray resource one training worker reserves per device (NPU, GPU, or cpu_slot on CPU)."""
-    return _RAY_RESOURCES[device_type()]
+def ray_resource_name(platform: str | None = None) -> str:
+    """The Ray resource one training worker reserves per device (NPU, GPU, or cpu_slot on CPU);
+    ``platform``: the cluster's (``ray_resources.cluster_platform``), default this process's."""
+    return _RAY_RESOURCES[platform or device_type()]
 
 
-def visible_devices_env() -> str | None:
+def visible_devices_env(platform: str | None = None) -> str | None:
     """The environment variable that narrows visible devices (None on CPU)."""
-    return _VISIBLE_DEVICES_ENV.get(device_type())
+    return _VISIBLE_DEVICES_ENV.get(platform or device_type())
 
 
 def device_count() -> int:

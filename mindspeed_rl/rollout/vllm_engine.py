@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from mindspeed_rl.config.schema import GenerateConfig
+from mindspeed_rl.rollout import expert_reload
 from mindspeed_rl.rollout.base import (
     ENGINE_TAGS,
     FinishReason,
@@ -184,7 +185,11 @@ class VLLMRolloutEngine:
                     "weights missed experts of some layer"
                 )
         else:
-            self._llm.apply_model(lambda model: model.load_weights(counting(weights)))
+            # the model's own load_weights, with the MoE experts placed in the layout that the
+            # platform's kernels read after the first load (rollout/expert_reload.py)
+            self._llm.apply_model(
+                lambda model: expert_reload.load_weights(model, counting(weights))
+            )
         self._llm.reset_prefix_cache()
         self.weight_version = version
         return len(counted)

@@ -26,9 +26,10 @@ PLATFORMS = ("npu", "cuda", "cpu")
 
 def registry_checks() -> list[ExtraCheck]:
     from mindspeed_rl.models.config_check import model_problems
+    from mindspeed_rl.platform.worker_env import env_problems
     from mindspeed_rl.rewards.config_check import verifier_problems
 
-    return [verifier_problems, model_problems]
+    return [verifier_problems, model_problems, env_problems]
 
 
 def host_platform() -> str:
@@ -66,7 +67,7 @@ def platform_facts(config: RunConfig, platform: str) -> PlatformFacts:
         engine=engine_kind(config.generate_config, platform),
         attention=attention,
         splits_sequences=attention in layer_specs.CONTEXT_PARALLEL,
-        host_mask=layer_specs.needs_host_mask(attention),
+        host_mask=layer_specs.needs_host_mask(attention, config.actor.use_flash_attn),
         vllm_external_launcher_dp=(
             None
             if vllm_version is None

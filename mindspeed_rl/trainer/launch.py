@@ -44,6 +44,16 @@ def _init_ray(world_size: int) -> bool:
     return init_ray(env, max(os.cpu_count() or 1, world_size) + 4, resources)
 
 
+def run_platform() -> str:
+    """The platform of the cluster joined (its devices, not the driver's: a head node may have
+    none), or this machine's for the local cluster ``_init_ray`` started for it."""
+    import ray
+
+    from mindspeed_rl.platform.ray_resources import cluster_platform
+
+    return cluster_platform(ray.cluster_resources())
+
+
 def check_paths(config: RunConfig) -> None:
     """Every path the run reads exists (named by its key), before anything starts."""
     from pathlib import Path
@@ -152,6 +162,7 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     from mindspeed_rl.checkpoint.training_state import load_trainer_state, resolve_iteration
     from mindspeed_rl.platform.expected_warnings import fallback_note
     from mindspeed_rl.platform.jemalloc import check_host_allocator
+    from mindspeed_rl.platform.worker_env import check_process_env, worker_env
     from mindspeed_rl.workers.group import WorkerGroup
     from mindspeed_rl.workers.integrated import IntegratedWorker
     from mindspeed_rl.workers.profiling import with_profiling
@@ -174,6 +185,9 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
         iteration = resolve_iteration(actor.load, actor.ckpt_step)
         resume_state = load_trainer_state(actor.load, iteration)
     world = rl.actor_resource.num_npus
+    # a forced-on NZ here would be overridden silently by the workers' runtime env
+    check_process_env(where="the driver's environment")
+    worker_env(config, "npu")  # the runtime-env YAML's problems before Ray starts
     check_host_allocator()
     note = fallback_note()
     if note:
@@ -185,10 +199,14 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
         clock = time.perf_counter()
         started_ray = _init_ray(world)
         ray_seconds = time.perf_counter() - clock
-        workers = WorkerGroup(with_profiling(IntegratedWorker), world)
+        platform = run_platform()
+        workers = WorkerGroup(
+            with_profiling(IntegratedWorker), world, platform=platform,
+            runtime_env={"env_vars": worker_env(config, platform)},
+        )  # fmt: skip
         master_addr, master_port = workers.rendezvous()
         processes_seconds = time.perf_counter() - clock - ray_seconds
-        threads = max(1, (os.cpu_count() or 1) // world) if device_type() == "cpu" else 4
+        threads = max(1, (os.cpu_count() or 1) // world) if platform == "cpu" else 4
         steps = total_optimizer_steps(config)
         resume = None
         if resume_state is not None:

@@ -71,23 +71,8 @@ def run_schedule(
 
     def forward_step(data_iterator, model):
         index, shaped = next(data_iterator)
-        tokens, positions = shaped.tokens, shaped.position_ids()
-        cp_size, cp_rank, _ = context_parallel_rank()
-        if cp_size > 1:  # this rank's chunks of every sequence (TE / MindSpeed expect them)
-            cu_seqlens = _packed_bounds(shaped)
-            tokens = cp.split_sequence(tokens, cp_size, cp_rank, cu_seqlens=cu_seqlens)
-            positions = cp.split_sequence(positions, cp_size, cp_rank, cu_seqlens=cu_seqlens)
-        if isinstance(shaped, PackedRows):
-            output = model(
-                tokens.to(device),
-                positions.to(device),
-                None,
-                packed_seq_params=shaped.packed_seq_params(device),
-            )
-        else:
-            mask = shaped.causal_mask().to(device) if layout.host_mask else None
-            output = model(tokens.to(device), positions.to(device), mask)
-        return output, loss_func_for(index, shaped)
+        args, kwargs = model_inputs(shaped, layout, device, *context_parallel_rank()[:2])
+        return model(*args, **kwargs), loss_func_for(index, shaped)
 
     return get_forward_backward_func()(
         forward_step_func=forward_step,
@@ -100,6 +85,30 @@ def run_schedule(
         micro_batch_size=layouts[0].tokens.shape[0],
         forward_only=forward_only,
     )
+
+
+def model_inputs(shaped, layout: MicroLayout, device, cp_size: int = 1, cp_rank: int = 0):
+    """(args, kwargs) of the model's forward for one micro-batch ``shaped`` (padded / trimmed
+    ``MegatronRows`` or ``PackedRows``): this CP rank's chunks of every sequence (TE and MindSpeed
+    expect them), the dense causal mask only where the backend needs one, packed boundaries in
+    the backend's convention (megatron-core's, or MindSpeed's: ``models/mindspeed_packing.py``)."""
+    tokens, positions = shaped.tokens, shaped.position_ids()
+    if cp_size > 1:
+        cu_seqlens = _packed_bounds(shaped)
+        tokens = cp.split_sequence(tokens, cp_size, cp_rank, cu_seqlens=cu_seqlens)
+        positions = cp.split_sequence(positions, cp_size, cp_rank, cu_seqlens=cu_seqlens)
+    args = (tokens.to(device), positions.to(device))
+    if not isinstance(shaped, PackedRows):
+        mask = shaped.causal_mask().to(device) if layout.host_mask else None
+        return (*args, mask), {}
+    if layout.mindspeed:
+        from mindspeed_rl.models import mindspeed_packing
+
+        params = mindspeed_packing.seq_params(shaped.cu_seqlens, positions, cp_size, device)
+        mindspeed_packing.publish(params)
+    else:
+        params = shaped.packed_seq_params(device)
+    return (*args, None), {"packed_seq_params": params}
 
 
 def response_log_probs(

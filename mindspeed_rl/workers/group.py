@@ -73,8 +73,24 @@ def _placements(pg, world_size: int) -> list[RankPlacement]:
     return placements
 
 
+def device_options(platform: str) -> dict:
+    """A worker's device request in Ray's actor options: GPUs through ``num_gpus`` (Ray 2.60
+    ``_common/ray_option_utils.py`` refuses "GPU" in ``resources``), NPUs and the CPU's
+    ``cpu_slot`` as custom resources (one CPU besides on accelerators, none on CPU)."""
+    if platform == "cuda":
+        return {"num_cpus": 1, "num_gpus": 1}
+    return {
+        "num_cpus": 0 if platform == "cpu" else 1,
+        "resources": {ray_resource_name(platform): 1.0},
+    }
+
+
 class WorkerGroup:
-    """``world_size`` instances of ``worker_cls`` (a plain class; made a Ray actor here)."""
+    """``world_size`` instances of ``worker_cls`` (a plain class; made a Ray actor here).
+
+    ``RankPlacement.local_rank`` orders the ranks of a node; the device a worker binds to is the
+    one Ray assigned it (``platform/ray_resources.assigned_device_index``), since the visible
+    devices are not narrowed here and another job may hold some of the node's devices."""
 
     def __init__(
         self,
@@ -83,8 +99,11 @@ class WorkerGroup:
         *,
         ready_timeout_s: float = 600.0,
         runtime_env: dict | None = None,
+        platform: str | None = None,
     ) -> None:
-        resource = ray_resource_name()
+        # the cluster's platform (a driver on a head node without devices is not the workers')
+        platform = platform or device_type()
+        resource = ray_resource_name(platform)
         bundles = [{resource: 1.0} for _ in range(world_size)]
         self._pg = placement_group(bundles, strategy="PACK")
         if not self._pg.wait(timeout_seconds=ready_timeout_s):
@@ -96,7 +115,7 @@ class WorkerGroup:
                 "lower rl_config.actor_resource.num_npus"
             )
         env_vars = dict((runtime_env or {}).get("env_vars", {}))
-        visible = visible_devices_env()
+        visible = visible_devices_env(platform)
         if visible is not None:
             env_vars[_NOSET_VISIBLE[visible]] = "1"
         remote_cls = ray.remote(worker_cls)
@@ -104,8 +123,7 @@ class WorkerGroup:
         self.workers = []
         for placement in self.placements:
             options = dict(
-                num_cpus=0 if device_type() == "cpu" else 1,
-                resources={resource: 1.0},
+                **device_options(platform),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=self._pg, placement_group_bundle_index=placement.bundle_index
                 ),

@@ -10,15 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from pathlib import Path
 
 import torch
 
 from mindspeed_rl.config.schema import RunConfig
-from mindspeed_rl.platform.distributed import ParallelLayout, init_distributed
 from mindspeed_rl.rollout.base import RolloutOutput
 from mindspeed_rl.rollout.sampling import SamplingParams
-from mindspeed_rl.workers.offload import TrainStateOffloader
 from mindspeed_rl.workers.residency import PHASES, MemoryLedger, enter_phase
 from mindspeed_rl.workers.rows import chunk_bounds
 from mindspeed_rl.workers.timing import Timer
@@ -40,6 +37,7 @@ class IntegratedWorker:
         self.ledger = MemoryLedger()
         self.phase = "setup"
         self.returns_rollout = True  # False on the TP peers of a rollout engine but its first
+        self.device_index = None  # the device this worker runs on (Ray's assignment)
 
     def address_and_free_port(self) -> tuple[str, int]:
         import ray
@@ -60,135 +58,36 @@ class IntegratedWorker:
         threads: int = 1,
         resume: dict[str, int] | None = None,
     ) -> WorkerInfo:
-        """Initialise this rank. ``resume``: {'iteration', 'actor_version'} to restore a training
-        checkpoint from ``actor_config.load`` (finetune: false); else ``load`` gives the starting
-        weights only (finetune semantics)."""
+        """Initialise this rank, phase by phase (``workers/setup_phases.py``). ``resume``:
+        {'iteration', 'actor_version'} to restore a training checkpoint from
+        ``actor_config.load`` (finetune: false); else ``load`` gives the starting weights only
+        (finetune semantics). ``local_rank``: the device without Ray; a Ray worker binds to the
+        device Ray assigned it."""
+        from mindspeed_rl.rollout.factory import engine_kind
+        from mindspeed_rl.workers import setup_phases
+
         phases = Timer()  # the set-up's phases, for the driver's start-up line
-        import transformers
-        from megatron.core import parallel_state as ps
-
-        from mindspeed_rl.models.param_mapping import WeightMapping
-        from mindspeed_rl.platform.device import current_device, device_type
-        from mindspeed_rl.platform.megatron_setup import prepare_megatron
-        from mindspeed_rl.rollout.base import eos_token_ids_of
-        from mindspeed_rl.rollout.factory import engine_kind, hf_engine_dtype
-        from mindspeed_rl.workers.actor import MegatronActor
-        from mindspeed_rl.workers.reference import (
-            ReferenceModel,
-            needs_reference,
-            reference_load_path,
-        )
-
-        phases.lap("imports")
-        torch.set_num_threads(threads)
-        actor_cfg, rl, gen = config.actor, config.rl_config, config.generate_config
-        self.config = config
-        prepare_megatron({**config.model.model_dump(), **actor_cfg.model_dump()})
-        self.layout = ParallelLayout(
-            actor_cfg.tensor_model_parallel_size,
-            actor_cfg.pipeline_model_parallel_size,
-            actor_cfg.expert_model_parallel_size,
-            actor_cfg.context_parallel_size,
-        )
-        init_distributed(
-            self.layout, rank=self.rank, world_size=world_size, local_rank=local_rank,
-            master_addr=master_addr, master_port=master_port, seed=actor_cfg.seed,
-        )  # fmt: skip
+        device = setup_phases.platform(self, config, threads)  # before anything of megatron
+        phases.lap("platform")
+        setup_phases.distributed(self, world_size, local_rank, master_addr, master_port)
         phases.lap("distributed")
-        hf_dir = actor_cfg.tokenizer_name_or_path
-        if hf_dir is None or not (Path(hf_dir) / "config.json").is_file():
-            raise ValueError(
-                f"megatron_training.tokenizer_name_or_path={hf_dir!r}: the rollout engine needs "
-                "the Hugging Face model directory (config.json and tokenizer files)"
-            )
-        tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
-        hf_config = transformers.AutoConfig.from_pretrained(hf_dir)
-        self.eos_token_ids = eos_token_ids_of(hf_dir) or [tokenizer.eos_token_id]
-        self.pad_token_id = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
-        )
-        dtype = torch.bfloat16 if actor_cfg.bf16 else torch.float32
-        self.actor = MegatronActor(
-            config.model, actor_cfg, rl, self.layout, total_optimizer_steps, dtype,
-            temperature=gen.sampling_config.temperature, initialize=actor_cfg.load is None,
-            vocab_size=hf_config.vocab_size,
-        )  # fmt: skip
-        recorded = None  # the loaded checkpoint's hf_config record, carried into every save
-        if actor_cfg.load is not None:
-            # finetune: the weights of the latest checkpoint (or 'release'), iteration 0;
-            # resume: everything of the given iteration (docs/resume.md)
-            from mindspeed_rl.checkpoint.mcore_layout import read_tracker
-            from mindspeed_rl.checkpoint.training_state import load_rank
-
-            full = resume is not None
-            recorded = load_rank(
-                self.actor, actor_cfg.load,
-                resume["iteration"] if full else read_tracker(actor_cfg.load),
-                self._shard_layout(), self._shard_position(),
-                load_optim=full and not actor_cfg.no_load_optim,
-                load_rng=full and not actor_cfg.no_load_rng,
-            )["hf_config"]  # fmt: skip
-            if full:
-                self.actor_version = resume["actor_version"]
-        from mindspeed_rl.checkpoint.training_state import hf_config_record
-
-        # what every checkpoint of this run records, so that mg -> hf needs no --hf-config-dir
-        self.hf_config_json = hf_config_record(recorded, hf_dir)
-        self.mapping = WeightMapping(self.actor.model_config, hf_config.vocab_size, self.layout)
-        self.tp_gather = None
-        if self.layout.tensor_model_parallel_size > 1:
-            from megatron.core import parallel_state
-
-            from mindspeed_rl.platform.host_gather import host_gather_for
-
-            self.tp_gather = host_gather_for(parallel_state.get_tensor_model_parallel_group())
-        self.reference = None
-        if needs_reference(rl):
-            self.reference = ReferenceModel(
-                self.actor.model_config, actor_cfg, rl, self.layout,
-                reference_load_path(actor_cfg, rl), self._shard_layout(), self._shard_position(),
-                dtype, temperature=gen.sampling_config.temperature,
-                vocab_size=hf_config.vocab_size,
-            )  # fmt: skip
+        hf = setup_phases.hf_assets(config)
+        self.eos_token_ids, self.pad_token_id = hf.eos_token_ids, hf.pad_token_id
+        setup_phases.actor(self, hf, total_optimizer_steps, resume)
+        setup_phases.reference(self, hf)
         phases.lap("actor")
-        self.offloader = TrainStateOffloader(
-            self.actor.model,
-            self.actor.optimizer,
-            params=gen.offload_train_param,
-            grads=gen.offload_train_grad,
-            optimizer_state=gen.offload_train_optimizer,
-        )
-        # the engine sizes its KV cache from the free device memory: create it with the
-        # training state off the device
-        self._enter("engine_init")
-        kind = engine_kind(gen, device_type())
-        if kind == "hf":
-            from mindspeed_rl.rollout.hf_engine import HFRolloutEngine
-
-            if gen.infer_tensor_parallel_size != 1:
-                raise ValueError(
-                    "generate_config.infer_tensor_parallel_size must be 1 with the hf engine "
-                    "(each rank generates with a whole model)"
-                )
-            model = transformers.AutoModelForCausalLM.from_config(
-                hf_config, dtype=hf_engine_dtype(gen, device_type())
-            )
-            model.to(current_device())
-            self.engine = HFRolloutEngine(
-                model, self.eos_token_ids, self.pad_token_id, max_num_seqs=gen.max_num_seqs
-            )
-        else:
-            from mindspeed_rl.rollout.vllm_engine import VLLMRolloutEngine
-
-            self.engine = VLLMRolloutEngine(
-                gen, hf_dir, hf_dir, self.eos_token_ids, self.pad_token_id, actor_cfg.seed,
-                device_type(), local_rank=local_rank,
-            )  # fmt: skip
-        # vLLM's TP groups under external_launcher are consecutive ranks
-        self.returns_rollout = self.rank % gen.infer_tensor_parallel_size == 0
+        setup_phases.offloader(self)
+        self._enter("engine_init")  # the training state off the device while the engine sizes
+        kind = engine_kind(config.generate_config, device)
+        setup_phases.engine(self, hf, kind, device)
         phases.lap("engine")
         self.sync_weights()
         phases.lap("sync")
+        return self._info(local_rank, kind, phases.seconds)
+
+    def _info(self, local_rank: int, kind: str, setup_seconds: dict[str, float]) -> WorkerInfo:
+        from megatron.core import parallel_state as ps
+
         return WorkerInfo(
             rank=self.rank,
             local_rank=local_rank,
@@ -203,7 +102,7 @@ class IntegratedWorker:
             eos_token_ids=tuple(self.eos_token_ids),
             pad_token_id=self.pad_token_id,
             returns_rollout=self.returns_rollout,
-            setup_seconds=phases.seconds,
+            setup_seconds=setup_seconds,
         )
 
     # --- checkpoints ---------------------------------------------------------------------------

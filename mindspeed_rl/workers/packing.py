@@ -115,6 +115,7 @@ class MicroLayout:
     multiple: int = 1
     host_mask: bool = True
     segment_multiple: int = 1  # packed rows: each sequence padded to it (2 * CP)
+    mindspeed: bool = False  # MindSpeed's attention: its packed-sequence conventions
 
     def apply(self, rows: MegatronRows) -> MegatronRows | PackedRows:
         if self.mode == "packed":
@@ -155,11 +156,11 @@ def micro_layout(rl_config, actor_config, transformer_config) -> MicroLayout:
         segment = 2 * actor_config.context_parallel_size
         multiple *= segment
     backend = layer_specs.platform_backend()
-    host_mask = layer_specs.needs_host_mask(backend)
+    host_mask = layer_specs.needs_host_mask(backend, actor_config.use_flash_attn)
     problem = context_parallel_problem(
         actor_config.context_parallel_size, mode == "packed", backend,
         backend in layer_specs.CONTEXT_PARALLEL, host_mask,
     )  # fmt: skip
     if problem:  # config/platform_rules.py, which --dry-run applies too
         raise ValueError(problem)
-    return MicroLayout(mode, multiple, host_mask, segment)
+    return MicroLayout(mode, multiple, host_mask, segment, backend == layer_specs.MINDSPEED)

@@ -41,10 +41,14 @@ def test_the_cpu_attention_refuses_context_parallelism_with_one_message():
         model_build_options(actor)
 
 
-@pytest.mark.parametrize(("remove_padding", "refused"), [(False, True), (True, False)])
-def test_mindspeed_cp_needs_packed_sequences(monkeypatch, remove_padding, refused):
-    """With a backend that takes the dense host mask (MindSpeed), CP is refused for padded rows
-    (the mask would be of the whole rows, the ranks see L / CP) and runs with packing."""
+@pytest.mark.parametrize(
+    ("remove_padding", "flash", "refused"),
+    [(False, False, True), (True, False, False), (False, True, False), (True, True, False)],
+)
+def test_mindspeed_cp_needs_packed_sequences(monkeypatch, remove_padding, flash, refused):
+    """Where MindSpeed takes the dense host mask (no flash attention), CP is refused for padded
+    rows (the mask would be of the whole rows, the ranks see L / CP) and runs with packing; its
+    flash attention builds its own mask: no host mask, padded rows too."""
     from types import SimpleNamespace
 
     from mindspeed_rl.models import layer_specs
@@ -52,7 +56,11 @@ def test_mindspeed_cp_needs_packed_sequences(monkeypatch, remove_padding, refuse
 
     monkeypatch.setattr(layer_specs, "platform_backend", lambda: layer_specs.MINDSPEED)
     config = load_run_config(
-        RECIPE, overrides=[f"rl_config.use_remove_padding={str(remove_padding).lower()}"]
+        RECIPE,
+        overrides=[
+            f"rl_config.use_remove_padding={str(remove_padding).lower()}",
+            f"megatron_training.use_flash_attn={str(flash).lower()}",
+        ],
     )
     transformer_config = SimpleNamespace(variable_seq_lengths=False)
     if refused:
@@ -60,4 +68,4 @@ def test_mindspeed_cp_needs_packed_sequences(monkeypatch, remove_padding, refuse
             micro_layout(config.rl_config, config.actor, transformer_config)
     else:
         layout = micro_layout(config.rl_config, config.actor, transformer_config)
-        assert layout.segment_multiple == 4 and layout.host_mask
+        assert layout.segment_multiple == 4 and layout.host_mask == (not flash)

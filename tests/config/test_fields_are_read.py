@@ -2,9 +2,14 @@
 read by nothing would let a YAML ask for something that silently does not happen. Such keys are
 implemented, or moved to config/unsupported.py ("recognised, not supported yet").
 
-The scan is by name: an attribute access ``.<field>`` (or ``getattr(x, "<field>")``) anywhere in
-mindspeed_rl/ outside config/, or in cli/. Fields read by name through a list of names are
-allowed below, each with the list that reads them.
+The scan qualifies the owner: a read of ``megatron_training.num_workers`` is an attribute access
+``.num_workers`` (or ``getattr(x, "num_workers")``) on a receiver that names that section --
+``actor.num_workers``, ``actor_cfg.num_workers``, ``config.actor.num_workers``, or a name annotated
+with the section's class in that module (``config: MegatronConfig``) -- anywhere in mindspeed_rl/
+outside config/, or in cli/. A same-named attribute of something else (a process pool's
+``num_workers``, the model section's ``attention_softmax_in_fp32``) does not count. Fields read by
+name through a list of names, or honoured by a check in config/, are allowed below, each with
+the list or check that reads them.
 """
 
 from __future__ import annotations
@@ -22,11 +27,35 @@ from mindspeed_rl.trainer.config_entry import load_run_config
 
 REPO = Path(__file__).resolve().parents[2]
 
-# field -> why it counts as read without an attribute access
+# section -> the receiver names that hold it throughout the code
+OWNERS = {
+    "model": {"model", "model_cfg"},
+    "megatron_training": {"actor", "actor_cfg", "actor_config"},
+    "actor_config": {"actor", "actor_cfg", "actor_config"},
+    "rl_config": {"rl", "rl_config"},
+    "generate_config": {"gen", "generate_config"},
+    "profiler": {"profiler"},
+    "SamplingConfig": {"sampling", "sampling_config"},
+    "ActorResource": {"actor_resource"},
+    "IntegratedModeConfig": {"integrated_mode_config"},
+}
+
+# "section.field" -> why it counts as read without a qualified attribute access
 READ_BY_NAME = {
     # platform/megatron_setup.py hands the actor config's model_dump() to MindSpeed on NPU and
     # logs them as ignored elsewhere, by these names
-    **{key: "MINDSPEED_FUSION_KEYS" for key in MINDSPEED_FUSION_KEYS},
+    **{
+        f"{section}.{key}": "MINDSPEED_FUSION_KEYS"
+        for key in MINDSPEED_FUSION_KEYS
+        for section in ("megatron_training", "actor_config")
+        if key != "use_flash_attn"  # also read by workers/packing.py (the host mask)
+    },
+    # config/checks.py refuses a seq_length that cannot hold prompt + response; MindSpeed reads
+    # args.seq_length (platform/megatron_setup.megatron_namespace)
+    "megatron_training.seq_length": "cross_field_problems",
+    "actor_config.seq_length": "cross_field_problems",
+    # config/checks.py accepts 1 only: the sampled token's log-prob, what every engine returns
+    "SamplingConfig.logprobs": "cross_field_problems",
 }
 
 
@@ -48,14 +77,39 @@ def _sections() -> dict[str, type[Section]]:
     return found
 
 
-def _names_read() -> set[str]:
+def _receiver(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _annotated(tree: ast.AST, sections: dict[str, type[Section]]) -> dict[str, set[str]]:
+    """Names annotated with a section's class in this module -> those sections."""
+    by_class: dict[str, set[str]] = {}
+    for section, model in sections.items():  # one class may own two sections
+        by_class.setdefault(model.__name__, set()).add(section)
+    names: dict[str, set[str]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            for word in ast.unparse(node.annotation).replace("|", " ").split():
+                names.setdefault(node.arg, set()).update(by_class.get(word, ()))
+    return names
+
+
+def _reads() -> set[tuple[str, str]]:
+    """(section, field) pairs read by an owner-qualified access."""
+    sections = _sections()
     files = [p for p in (REPO / "mindspeed_rl").rglob("*.py") if "config" not in p.parts[-2:-1]]
     files += list((REPO / "cli").glob("*.py"))
-    names: set[str] = set()
+    reads: set[tuple[str, str]] = set()
     for path in files:
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        local = _annotated(tree, sections)
+        for node in ast.walk(tree):
             if isinstance(node, ast.Attribute):
-                names.add(node.attr)
+                receiver, name = _receiver(node.value), node.attr
             elif (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Name)
@@ -63,18 +117,23 @@ def _names_read() -> set[str]:
                 and len(node.args) >= 2
                 and isinstance(node.args[1], ast.Constant)
             ):
-                names.add(node.args[1].value)
-    return names
+                receiver, name = _receiver(node.args[0]), node.args[1].value
+            else:
+                continue
+            owners = {s for s, names in OWNERS.items() if receiver in names}
+            for section in owners | local.get(receiver, set()):
+                reads.add((section, name))
+    return reads
 
 
 def test_every_schema_field_is_read_outside_config():
-    read = _names_read()
+    reads = _reads()
     unread = sorted(
         f"{section}.{name}"
         for section, model in _sections().items()
         for name in model.model_fields
-        if name not in read
-        and name not in READ_BY_NAME
+        if (section, name) not in reads
+        and f"{section}.{name}" not in READ_BY_NAME
         and not _single_valued(model, name)
         and model is not RunConfig
     )
@@ -84,12 +143,34 @@ def test_every_schema_field_is_read_outside_config():
     )
 
 
-def test_the_scan_sees_reads_and_the_allow_list_is_needed():
-    read = _names_read()
-    assert {"n_samples_per_prompt", "clip_ratio_high", "max_tokens"} <= read
-    assert "no_such_field_anywhere" not in read
+def test_the_scan_qualifies_the_owner_and_the_allow_list_is_needed():
+    reads = _reads()
+    assert {("rl_config", "n_samples_per_prompt"), ("SamplingConfig", "max_tokens")} <= reads
+    # the model section's attention_softmax_in_fp32 builds the model; megatron_training's is
+    # checked against it (models/config_check.py): two owners, two reads
+    assert ("model", "attention_softmax_in_fp32") in reads
+    assert ("megatron_training", "attention_softmax_in_fp32") in reads
+    # a process pool's num_workers is not megatron_training.num_workers
+    assert ("megatron_training", "num_workers") not in reads
+    assert not any(name == "no_such_field_anywhere" for _, name in reads)
     for key in READ_BY_NAME:
-        assert key not in read, f"{key} is read as an attribute: drop it from READ_BY_NAME"
+        section, name = key.split(".")
+        assert (section, name) not in reads, f"{key} is read as an attribute: drop it"
+
+
+def test_num_workers_and_attention_softmax_are_honoured_or_refused():
+    with pytest.raises(ConfigError) as info:
+        load_run_config("dapo_qwen25_32b_A3", overrides=["megatron_training.num_workers=4"])
+    (problem,) = [p for p in info.value.problems if p.key == "megatron_training.num_workers"]
+    assert "recognised, not supported yet" in problem.message
+    load_run_config("dapo_qwen25_32b_A3", overrides=["megatron_training.num_workers=0"])
+    with pytest.raises(ConfigError) as info:
+        load_run_config(
+            "dapo_qwen25_32b_A3", overrides=["megatron_training.attention_softmax_in_fp32=false"]
+        )
+    key = "megatron_training.attention_softmax_in_fp32"
+    (problem,) = [p for p in info.value.problems if p.key == key]
+    assert "model.qwen25_32b.attention_softmax_in_fp32" in problem.message
 
 
 REFUSED = [

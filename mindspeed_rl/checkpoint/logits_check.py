@@ -86,8 +86,13 @@ def megatron_rank_logits(
     try:
         from megatron.core import parallel_state as ps
 
+        # megatron-core 0.12 refuses expert parallelism with TP > 1 without sequence
+        # parallelism (0.16 warns): moe_tp_extend_ep at TP > 1 is always such a layout
+        sequence_parallel = layout.tensor_model_parallel_size > 1 and layout.expert_sizes()[1] > 1
         # on CPU the builder picks the allgather dispatcher (models/moe_dispatch.py)
-        model = build_gpt_model(with_sequential_experts(case.model), layout)
+        model = build_gpt_model(
+            with_sequential_experts(case.model), layout, sequence_parallel=sequence_parallel
+        )
         # the training load path: shapes checked, grouped experts re-laid out per expert
         load_model(model, case.files.root, case.files.iteration, lay, rank_position(lay))
         model.eval()
@@ -98,9 +103,14 @@ def megatron_rank_logits(
 
 def _forward(model, case: MegatronLogitsCase, ps) -> torch.Tensor | None:
     tokens = case.tokens
+    config = model.config
+    real = tokens.shape[1]
+    if (
+        config.sequence_parallel
+    ):  # whole rows per TP rank; causal: padding changes nothing before it
+        tokens = torch.nn.functional.pad(tokens, (0, -real % config.tensor_model_parallel_size))
     batch, seq = tokens.shape
     positions = torch.arange(seq).unsqueeze(0).expand(batch, seq)
-    config = model.config
     with torch.no_grad():
         if not ps.is_pipeline_first_stage():
             rows = seq // config.tensor_model_parallel_size if config.sequence_parallel else seq
@@ -118,7 +128,7 @@ def _forward(model, case: MegatronLogitsCase, ps) -> torch.Tensor | None:
         torch.distributed.all_gather(parts, output.contiguous(), group=group)
     if ps.get_tensor_model_parallel_rank() != 0 or ps.get_data_parallel_rank() != 0:
         return None
-    return torch.cat(parts, dim=-1)[..., : case.vocab_size].float()
+    return torch.cat(parts, dim=-1)[:, :real, : case.vocab_size].float()
 
 
 def _spawn_entry(rank: int, world_size: int, case, port: int, out_dir: str) -> None:

@@ -110,6 +110,9 @@ class MegatronConfig(Section):
     tensor_model_parallel_size: int = _f(1, "Training TP.", gt=0)
     pipeline_model_parallel_size: int = _f(1, "Training PP.", gt=0)
     expert_model_parallel_size: int = _f(1, "Training EP (MoE).", gt=0)
+    moe_tp_extend_ep: bool = _f(
+        False, "MindSpeed's expert layout: whole experts over TP x EP ranks (expert TP 1)."
+    )
     context_parallel_size: int = _f(
         1, "Training CP: each sequence split over CP ranks (TE / MindSpeed attention only).", gt=0
     )

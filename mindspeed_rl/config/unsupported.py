@@ -24,7 +24,6 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
         "reset_attention_mask": _OFF,
         "num_layers_per_virtual_pipeline_stage": (None,),
         "num_layer_list": (None, ""),
-        "moe_tp_extend_ep": _OFF,
         "moe_alltoall_overlap_comm": _OFF,
         "moe_permutation_async_comm": _OFF,
         "overlap_grad_reduce": _OFF,
@@ -69,9 +68,6 @@ HINTS = {
     "without it",
     "variable_seq_lengths": "packed or token-budget micro-batches switch it on where the "
     "pipeline needs it",
-    "moe_tp_extend_ep": "MindSpeed's layout of whole experts per TP rank; experts here are split "
-    "over TP like dense MLPs (megatron-core's expert TP = TP), the layout that conversion and "
-    "weight sync map; the recipe runs without it",
 }
 
 

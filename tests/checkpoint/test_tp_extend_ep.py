@@ -160,3 +160,35 @@ def test_shard_layout_records_the_flag(moe8, tmp_path):
     assert dataclasses.replace(
         files.layout, moe_tp_extend_ep=False
     ).to_parallel().expert_sizes() == (2, 2)
+
+
+def _dry_run(capsys, *overrides: str) -> tuple[int, str, str]:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cli"))
+    try:
+        import train_dapo
+    finally:
+        sys.path.pop(0)
+    code = train_dapo.main(["--dry-run", "--config-name", "dapo_qwen3_30b_a3b_A3", *overrides])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_recipe_key_parses_and_the_run_plan_names_the_layout(capsys):
+    code, out, _ = _dry_run(capsys, "actor_config.moe_tp_extend_ep=true")
+    assert code == 0
+    assert "expert_layout: 'moe_tp_extend_ep: 16 whole experts per rank over TP x EP = 8" in out
+    code, out, _ = _dry_run(capsys)
+    assert code == 0 and "expert_layout: 64 experts per EP rank, each split over TP = 4" in out
+
+
+def test_the_layout_without_sequence_parallelism_is_refused_at_dry_run(capsys):
+    code, _, err = _dry_run(
+        capsys,
+        "actor_config.moe_tp_extend_ep=true",
+        "megatron_training.sequence_parallel=false",
+    )
+    assert code == 2
+    assert "moe_tp_extend_ep" in err and "sequence_parallel: true" in err, err

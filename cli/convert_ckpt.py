@@ -7,6 +7,10 @@ Hugging Face -> Megatron (legacy layout, ``release``), MindSpeed-LLM's flags::
         --target-tensor-parallel-size 8 --target-pipeline-parallel-size 1 --add-qkv-bias \\
         --load-dir ./Qwen2.5-32B-Instruct --save-dir ./qwen25_32b_mcore_tp8 [--verify]
 
+MoE checkpoints in MindSpeed's expert layout (whole experts over TP x EP shards, what the Ascend
+suite's MoE recipes train with): add ``--moe-tp-extend-ep`` (``--moe-grouped-gemm`` for
+GroupedMLP weights, as MindSpeed requires with it).
+
 Megatron -> Hugging Face (safetensors shards + index, config.json, tokenizer files)::
 
     python cli/convert_ckpt.py --use-mcore-models --model-type GPT --model-type-hf qwen2 \\
@@ -73,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--target-expert-parallel-size", type=int, default=1, help="EP of the mg output (MoE)")
     add("--add-qkv-bias", action="store_true", help="assert the model has qkv bias (Qwen2)")
     add("--moe-grouped-gemm", action="store_true", help="write experts as GroupedMLP weights")
+    add(
+        "--moe-tp-extend-ep",
+        action="store_true",
+        default=None,
+        help="MindSpeed's expert layout: whole experts over TP x EP shards (mg output; for an mg "
+        "input, what its shards hold when they do not record it)",
+    )
     add("--make-vocab-size-divisible-by", type=int, default=1, help="pad vocab to k x TP rows")
     add("--padded-vocab-size", type=int, help="exact embedding rows of the mg output")
     add("--tokenizer-model", type=Path, help="tokenizer directory/file copied into the hf output")
@@ -139,6 +150,7 @@ def _convert(args: argparse.Namespace) -> tuple[Path, Path] | None:
             args.target_tensor_parallel_size,
             args.target_pipeline_parallel_size,
             args.target_expert_parallel_size,
+            moe_tp_extend_ep=bool(args.moe_tp_extend_ep),
         )
         summary = convert_hf_to_mcore(
             HfToMcoreOptions(
@@ -153,8 +165,8 @@ def _convert(args: argparse.Namespace) -> tuple[Path, Path] | None:
             )
         )
         print(
-            f"wrote {summary.files} Megatron shard(s) (TP={layout.tp} PP={layout.pp} "
-            f"EP={layout.ep}, {_size(summary)}) to {args.save_dir} in {summary.seconds:.2f} s"
+            f"wrote {summary.files} Megatron shard(s) ({layout.describe()}, {_size(summary)}) "
+            f"to {args.save_dir} in {summary.seconds:.2f} s"
         )
         return args.save_dir, args.load_dir
     from mindspeed_rl.checkpoint.mcore_to_hf import McoreToHfOptions, convert_mcore_to_hf
@@ -167,6 +179,7 @@ def _convert(args: argparse.Namespace) -> tuple[Path, Path] | None:
             tokenizer=args.tokenizer_model,
             max_shard_bytes=args.max_shard_size,
             expect_model_type=model_type,
+            moe_tp_extend_ep=args.moe_tp_extend_ep,
             force=args.force,
         )
     )
@@ -186,6 +199,7 @@ def _verify(args: argparse.Namespace, mcore_dir: Path, hf_dir: Path) -> int:
         prompts=args.verify_prompt,
         seq_length=args.verify_seq_length,
         batch=args.verify_batch_size,
+        moe_tp_extend_ep=args.moe_tp_extend_ep,
     )
     print(report)
     if not report.passed(args.verify_tolerance):

@@ -29,7 +29,6 @@ from mindspeed_rl.checkpoint.hf_files import SafetensorsSource
 from mindspeed_rl.models.hf_config import read_hf_config
 from mindspeed_rl.models.param_mapping import WeightMapping
 from mindspeed_rl.models.tensor_layouts import blocks_nbytes
-from mindspeed_rl.platform.distributed import ParallelLayout
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 class HfToMcoreOptions:
     hf_dir: Path
     save_dir: Path
-    layout: mcore_layout.ShardLayout = mcore_layout.ShardLayout()
+    layout: mcore_layout.ShardLayout = mcore_layout.ShardLayout()  # + moe_tp_extend_ep
     make_vocab_size_divisible_by: int = 1
     padded_vocab_size: int | None = None  # None: pad vocab to divisible_by x TP
     grouped_experts: bool = False  # MoE experts as GroupedMLP weight1/weight2
@@ -74,7 +73,7 @@ def plan_hf_to_mcore(opts: HfToMcoreOptions) -> tuple[WeightMapping, Safetensors
     if opts.padded_vocab_size is not None:
         update["padded_vocab_size"] = opts.padded_vocab_size
     model = info.model.model_copy(update=update)
-    mapping = WeightMapping(model, info.vocab_size, ParallelLayout(layout.tp, layout.pp, layout.ep))
+    mapping = WeightMapping(model, info.vocab_size, layout.to_parallel())
     source = SafetensorsSource(opts.hf_dir)
     check_hf_tensors(mapping, source)
     return mapping, source, raw
@@ -121,7 +120,7 @@ def convert_hf_to_mcore(opts: HfToMcoreOptions) -> ConversionSummary:
             for tp_rank, pp_rank, ep_rank in layout.positions():
                 blocks = {
                     param.name: mapping.shard_blocks(param, source, tp_rank)
-                    for param in mapping.params(pp_rank, ep_rank)
+                    for param in mapping.params(pp_rank, ep_rank, tp_rank)
                 }
                 path = mcore_layout.shard_path(
                     tmp, mcore_layout.RELEASE, tp_rank, pp_rank, ep_rank, layout

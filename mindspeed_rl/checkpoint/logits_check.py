@@ -53,7 +53,7 @@ class LogitsReport:
         lay = self.layout
         return (
             f"logits over {self.tokens_shape[0]}x{self.tokens_shape[1]} tokens, Megatron "
-            f"TP={lay.tp} PP={lay.pp} EP={lay.ep} vs transformers (fp32): max abs diff "
+            f"{lay.describe()} vs transformers (fp32): max abs diff "
             f"{self.max_abs_diff:.3e}, max rel diff {self.max_rel_diff:.3e}, "
             f"top-1 agreement {100 * self.top1_agreement:.1f}%"
         )
@@ -75,27 +75,26 @@ def megatron_rank_logits(
 ) -> torch.Tensor | None:
     """Run the Megatron side on this rank; returns ``[B, S, vocab]`` logits on the one rank
     that reports them (last stage, TP rank 0, DP rank 0), None elsewhere."""
+    from mindspeed_rl.checkpoint.mcore_layout import rank_position
     from mindspeed_rl.checkpoint.training_state import load_model
     from mindspeed_rl.models.gpt_builder import build_gpt_model, with_sequential_experts
-    from mindspeed_rl.platform.distributed import (
-        ParallelLayout,
-        destroy_distributed,
-        init_distributed,
-    )
+    from mindspeed_rl.platform.distributed import destroy_distributed, init_distributed
 
     lay = case.files.layout
-    layout = ParallelLayout(lay.tp, lay.pp, lay.ep)
+    layout = lay.to_parallel()
     init_distributed(layout, rank=rank, world_size=world_size, master_port=master_port)
     try:
         from megatron.core import parallel_state as ps
 
-        tp_rank = ps.get_tensor_model_parallel_rank()
-        pp_rank = ps.get_pipeline_model_parallel_rank()
-        ep_rank = ps.get_expert_model_parallel_rank() if case.model.num_experts else 0
+        # megatron-core 0.12 refuses expert parallelism with TP > 1 without sequence
+        # parallelism (0.16 warns): moe_tp_extend_ep at TP > 1 is always such a layout
+        sequence_parallel = layout.tensor_model_parallel_size > 1 and layout.expert_sizes()[1] > 1
         # on CPU the builder picks the allgather dispatcher (models/moe_dispatch.py)
-        model = build_gpt_model(with_sequential_experts(case.model), layout)
+        model = build_gpt_model(
+            with_sequential_experts(case.model), layout, sequence_parallel=sequence_parallel
+        )
         # the training load path: shapes checked, grouped experts re-laid out per expert
-        load_model(model, case.files.root, case.files.iteration, lay, (tp_rank, pp_rank, ep_rank))
+        load_model(model, case.files.root, case.files.iteration, lay, rank_position(lay))
         model.eval()
         return _forward(model, case, ps)
     finally:
@@ -104,9 +103,14 @@ def megatron_rank_logits(
 
 def _forward(model, case: MegatronLogitsCase, ps) -> torch.Tensor | None:
     tokens = case.tokens
+    config = model.config
+    real = tokens.shape[1]
+    if (
+        config.sequence_parallel
+    ):  # whole rows per TP rank; causal: padding changes nothing before it
+        tokens = torch.nn.functional.pad(tokens, (0, -real % config.tensor_model_parallel_size))
     batch, seq = tokens.shape
     positions = torch.arange(seq).unsqueeze(0).expand(batch, seq)
-    config = model.config
     with torch.no_grad():
         if not ps.is_pipeline_first_stage():
             rows = seq // config.tensor_model_parallel_size if config.sequence_parallel else seq
@@ -124,7 +128,7 @@ def _forward(model, case: MegatronLogitsCase, ps) -> torch.Tensor | None:
         torch.distributed.all_gather(parts, output.contiguous(), group=group)
     if ps.get_tensor_model_parallel_rank() != 0 or ps.get_data_parallel_rank() != 0:
         return None
-    return torch.cat(parts, dim=-1)[..., : case.vocab_size].float()
+    return torch.cat(parts, dim=-1)[:, :real, : case.vocab_size].float()
 
 
 def _spawn_entry(rank: int, world_size: int, case, port: int, out_dir: str) -> None:
@@ -215,13 +219,17 @@ def check_logits(
     seq_length: int = 32,
     batch: int = 2,
     seed: int = 0,
+    moe_tp_extend_ep: bool | None = None,
 ) -> LogitsReport:
     """Compare the Megatron checkpoint in ``mcore_dir`` with the Hugging Face model in ``hf_dir``.
 
     Inputs are ``prompts`` (encoded with ``hf_dir``'s tokenizer; right padding is not compared),
     or else ``batch`` x ``seq_length`` random token ids drawn with ``seed``.
+    ``moe_tp_extend_ep``: the expert layout of shards that do not record it.
     """
-    plan = plan_mcore_to_hf(Path(mcore_dir), hf_config_dir=Path(hf_dir))
+    plan = plan_mcore_to_hf(
+        Path(mcore_dir), hf_config_dir=Path(hf_dir), moe_tp_extend_ep=moe_tp_extend_ep
+    )
     mapping, lay = plan.mapping, plan.files.layout
     valid = None
     if prompts:

@@ -10,9 +10,14 @@
 This is what Megatron-LM and MindSpeed-LLM write (``get_checkpoint_name``), so weights converted
 by MindSpeed-LLM load here and ours load there. A shard file is a ``torch.save`` dict holding
 ``model`` (the GPTModel state dict of that rank), ``checkpoint_version`` (3.0), ``iteration`` and,
-in files written by this project, ``parallel_layout`` ({'tp', 'pp', 'ep'}) -- with PP = 1 and
-EP > 1 the directory ``mp_rank_00_001`` reads the same as PP = 2, EP = 1. Files written by
-Megatron-LM carry the same information in ``args`` (an ``argparse.Namespace``).
+in files written by this project, ``parallel_layout`` ({'tp', 'pp', 'ep', 'moe_tp_extend_ep'}) --
+with PP = 1 and EP > 1 the directory ``mp_rank_00_001`` reads the same as PP = 2, EP = 1. Files
+written by Megatron-LM / MindSpeed-LLM carry the same information in ``args`` (an
+``argparse.Namespace``).
+
+``moe_tp_extend_ep`` (MindSpeed's expert layout, ``models/placement.py``) must be recorded or
+named: its grouped-GEMM expert shards have exactly the shapes of the default layout's, so only
+the record tells which experts a shard holds.
 
 Reading uses ``torch.load(weights_only=True)``; ``argparse.Namespace`` is allowed so that
 Megatron-LM's files load too.
@@ -48,6 +53,17 @@ class ShardLayout:
     tp: int = 1
     pp: int = 1
     ep: int = 1
+    moe_tp_extend_ep: bool = False  # whole experts over TP x EP shards (models/placement.py)
+
+    def to_parallel(self):
+        """The same sizes as the ``ParallelLayout`` Megatron is initialised with."""
+        from mindspeed_rl.platform.distributed import ParallelLayout
+
+        return ParallelLayout(self.tp, self.pp, self.ep, moe_tp_extend_ep=self.moe_tp_extend_ep)
+
+    def describe(self) -> str:
+        extend = " moe_tp_extend_ep" if self.moe_tp_extend_ep else ""
+        return f"TP={self.tp} PP={self.pp} EP={self.ep}{extend}"
 
     def positions(self) -> Iterator[tuple[int, int, int]]:
         """Every (tp_rank, pp_rank, ep_rank), pipeline stage outermost."""
@@ -55,6 +71,27 @@ class ShardLayout:
             for ep_rank in range(self.ep):
                 for tp_rank in range(self.tp):
                     yield tp_rank, pp_rank, ep_rank
+
+
+def rank_position(layout: ShardLayout) -> tuple[int, int, int]:
+    """This rank's shard ``(tp_rank, pp_rank, ep_rank)`` in ``layout``, from Megatron's parallel
+    state. With ``moe_tp_extend_ep`` megatron-core's expert-parallel rank runs over TP x EP
+    ranks (``ep_rank * TP + tp_rank``, ``models/placement.py``); the directory names MindSpeed's
+    EP rank."""
+    from megatron.core import parallel_state as ps
+
+    tp_rank, pp_rank = ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank()
+    if layout.ep == 1:
+        return tp_rank, pp_rank, 0
+    expert_rank = ps.get_expert_model_parallel_rank()
+    if not layout.moe_tp_extend_ep:
+        return tp_rank, pp_rank, expert_rank
+    if expert_rank % layout.tp != tp_rank:
+        raise RuntimeError(
+            f"expert-parallel rank {expert_rank} is not TP rank {tp_rank} of its group: Megatron's "
+            "rank order is not tp-cp-ep-dp-pp, so moe_tp_extend_ep shards would not match"
+        )
+    return tp_rank, pp_rank, expert_rank // layout.tp
 
 
 def shard_dir_name(tp_rank: int, pp_rank: int, ep_rank: int, layout: ShardLayout) -> str:
@@ -219,7 +256,7 @@ def load_shard(path: Path, mmap: bool = True) -> dict[str, Any]:
 def _layout_from_payload(payload: dict[str, Any]) -> ShardLayout | None:
     stored = payload.get("parallel_layout")
     if isinstance(stored, dict):
-        return ShardLayout(**stored)
+        return ShardLayout(**{k: v for k, v in stored.items() if k != "moe_tp_extend_ep"})
     args = payload.get("args")
     if args is not None and hasattr(args, "tensor_model_parallel_size"):
         return ShardLayout(
@@ -228,6 +265,18 @@ def _layout_from_payload(payload: dict[str, Any]) -> ShardLayout | None:
             ep=int(getattr(args, "expert_model_parallel_size", 1) or 1),
         )
     return None
+
+
+def recorded_tp_extend_ep(payload: dict[str, Any]) -> bool | None:
+    """The shard's record of ``moe_tp_extend_ep``: this project's ``parallel_layout``, else the
+    ``args`` of Megatron-LM / MindSpeed-LLM (training and conversion both store it); None when
+    the file does not say."""
+    stored = payload.get("parallel_layout")
+    if isinstance(stored, dict) and "moe_tp_extend_ep" in stored:
+        return bool(stored["moe_tp_extend_ep"])
+    args = payload.get("args")
+    value = getattr(args, "moe_tp_extend_ep", None)
+    return None if value is None else bool(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,12 +291,19 @@ class CheckpointFiles:
         return shard_path(self.root, self.iteration, tp_rank, pp_rank, ep_rank, self.layout)
 
 
-def find_checkpoint(root: str | Path, num_layers: int | None = None) -> CheckpointFiles:
+def find_checkpoint(
+    root: str | Path,
+    num_layers: int | None = None,
+    moe_tp_extend_ep: bool | None = None,
+    asked_by: str = "moe_tp_extend_ep",
+) -> CheckpointFiles:
     """Locate the shards named by the tracker and work out the TP / PP / EP layout.
 
     The layout comes from the shard's own record (``parallel_layout`` or Megatron-LM's ``args``);
     for files with neither, a two-part suffix (``mp_rank_00_001``) is PP when a shard holds fewer
-    than ``num_layers`` layers and EP otherwise. Every expected shard must exist.
+    than ``num_layers`` layers and EP otherwise. Every expected shard must exist. The expert
+    layout is the recorded one; ``moe_tp_extend_ep`` (named by ``asked_by`` in errors) must agree
+    with a record and decides where there is none (None: the default layout).
     """
     root = Path(root)
     if not root.is_dir():
@@ -264,16 +320,27 @@ def find_checkpoint(root: str | Path, num_layers: int | None = None) -> Checkpoi
     if not parsed:
         raise ValueError(f"{iter_dir}: no mp_rank_XX shard directories")
     first = sorted(iter_dir.glob("mp_rank_*"))[0] / SHARD_FILE
-    layout = _layout_from_payload(load_shard(first))
+    payload = load_shard(first)
+    layout = _layout_from_payload(payload)
     if layout is None:
         layout = _infer_layout(parsed, first, num_layers)
+    recorded = recorded_tp_extend_ep(payload)
+    if recorded is not None and moe_tp_extend_ep is not None and recorded != moe_tp_extend_ep:
+        raise ValueError(
+            f"{first}: written with moe_tp_extend_ep={str(recorded).lower()} ("
+            f"{'whole experts per TP rank' if recorded else 'experts split over TP'}) but "
+            f"{asked_by} is {str(moe_tp_extend_ep).lower()}; the experts would land on the wrong "
+            f"ranks: set {asked_by} to {str(recorded).lower()}"
+        )
+    extend = recorded if recorded is not None else bool(moe_tp_extend_ep)
+    layout = dataclasses.replace(layout, moe_tp_extend_ep=extend)
     files = CheckpointFiles(root, iteration, layout)
     missing = [
         str(files.path(*pos)) for pos in layout.positions() if not files.path(*pos).is_file()
     ]
     if missing:
         raise ValueError(
-            f"{iter_dir}: layout TP={layout.tp} PP={layout.pp} EP={layout.ep} but "
+            f"{iter_dir}: layout {layout.describe()} but "
             f"{len(missing)} shard(s) are missing, e.g. {missing[0]}"
         )
     return files

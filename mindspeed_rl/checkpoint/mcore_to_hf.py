@@ -30,13 +30,11 @@ from mindspeed_rl.checkpoint.expert_layout import ExpertShapes, check_expert_cou
 from mindspeed_rl.checkpoint.file_blocks import BlockWriter, MappedFiles, register_torch_file
 from mindspeed_rl.checkpoint.hf_to_mcore import ConversionSummary
 from mindspeed_rl.models.hf_config import model_config_from_hf
-from mindspeed_rl.models.param_mapping import Param, WeightMapping
-from mindspeed_rl.platform.distributed import ParallelLayout
+from mindspeed_rl.models.param_mapping import WeightMapping
 
 logger = logging.getLogger(__name__)
 
 EMBEDDING = "embedding.word_embeddings.weight"
-OUTPUT_LAYER = "output_layer.weight"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +45,9 @@ class McoreToHfOptions:
     tokenizer: Path | None = None  # tokenizer directory or file, copied into save_dir
     max_shard_bytes: int = 5 * 2**30
     expect_model_type: str | None = None
+    # the expert layout when the shards do not record it (None: the default layout); checked
+    # against a record
+    moe_tp_extend_ep: bool | None = None
     force: bool = False
 
 
@@ -78,7 +79,10 @@ def _hf_config(load_dir: Path, hf_config_dir: Path | None) -> dict:
 
 
 def plan_mcore_to_hf(
-    load_dir: Path, hf_config_dir: Path | None = None, expect_model_type: str | None = None
+    load_dir: Path,
+    hf_config_dir: Path | None = None,
+    expect_model_type: str | None = None,
+    moe_tp_extend_ep: bool | None = None,
 ) -> McorePlan:
     """Find the shards and build the mapping of the checkpoint's own layout (no writes)."""
     raw = _hf_config(load_dir, hf_config_dir)
@@ -88,7 +92,9 @@ def plan_mcore_to_hf(
         raise ValueError(
             f"--model-type-hf names {expect_model_type!r} but the config says {info.model_type!r}"
         )
-    files = mcore_layout.find_checkpoint(load_dir, info.model.num_layers)
+    files = mcore_layout.find_checkpoint(
+        load_dir, info.model.num_layers, moe_tp_extend_ep, asked_by="--moe-tp-extend-ep"
+    )
     layout = files.layout
     first = mcore_layout.load_shard(files.path(0, 0, 0))["model"]
     if EMBEDDING not in first:
@@ -100,7 +106,7 @@ def plan_mcore_to_hf(
             "moe_grouped_gemm": grouped,
         }
     )
-    mapping = WeightMapping(model, info.vocab_size, ParallelLayout(layout.tp, layout.pp, layout.ep))
+    mapping = WeightMapping(model, info.vocab_size, layout.to_parallel())
     _check_experts(mapping, first, files.path(0, 0, 0))
     return McorePlan(files, mapping, raw)
 
@@ -108,7 +114,7 @@ def plan_mcore_to_hf(
 def _check_experts(mapping: WeightMapping, state: dict, path: Path) -> None:
     """A checkpoint of another expert count than the config's: one error naming both."""
     if mapping.num_experts:
-        shapes = ExpertShapes.from_model(mapping.model, mapping.tp, mapping.ep)
+        shapes = ExpertShapes.from_model(mapping.model, mapping.expert_tp, mapping.expert_ep)
         check_expert_count(state, shapes, str(path))
 
 
@@ -121,8 +127,8 @@ def load_stage(
     layout, mapping = plan.files.layout, plan.mapping
     shards = {}
     for ep_rank in range(layout.ep):
-        expected = {p.name for p in mapping.params(pp_rank, ep_rank)}
         for tp_rank in range(layout.tp):
+            expected = {p.name for p in mapping.params(pp_rank, ep_rank, tp_rank)}
             path = plan.files.path(tp_rank, pp_rank, ep_rank)
             payload = mcore_layout.load_shard(path)
             if regions is not None:
@@ -134,38 +140,11 @@ def load_stage(
             if missing or unknown:
                 raise ValueError(
                     f"{path}: does not match the {mapping.model.num_layers}-layer model of the "
-                    f"config in layout TP={layout.tp} PP={layout.pp} EP={layout.ep}: "
+                    f"config in layout {layout.describe()}: "
                     f"missing {missing[:3]}, unknown {unknown[:3]}"
                 )
             shards[tp_rank, ep_rank] = state
     return shards
-
-
-def _is_expert(name: str) -> bool:
-    return ".mlp.experts." in name
-
-
-def _hf_order(plan: McorePlan, pp_rank: int) -> list[list[tuple[int, Param]]]:
-    """Per layer bucket of one stage, the (EP rank, parameter) pairs that produce HF tensors.
-
-    Non-expert parameters are replicated over EP ranks and taken from EP rank 0; a tied output
-    layer is skipped (its HF tensor is the embedding).
-    """
-    layout, mapping = plan.files.layout, plan.mapping
-    tied = not mapping.model.untie_embeddings_and_output_weights
-    buckets = [mapping.buckets(pp_rank, ep_rank) for ep_rank in range(layout.ep)]
-    order = []
-    for index in range(len(buckets[0])):
-        order.append(
-            [
-                (ep_rank, param)
-                for ep_rank in range(layout.ep)
-                for param in buckets[ep_rank][index]
-                if (ep_rank == 0 or _is_expert(param.name))
-                and not (tied and param.name == OUTPUT_LAYER)
-            ]
-        )
-    return order
 
 
 def _announce(plan: McorePlan) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
@@ -174,9 +153,9 @@ def _announce(plan: McorePlan) -> list[tuple[str, tuple[int, ...], torch.dtype]]
     entries = []
     for pp_rank in range(plan.files.layout.pp):
         shards = load_stage(plan, pp_rank)  # metadata only: nothing is read from the maps
-        for bucket in _hf_order(plan, pp_rank):
-            for ep_rank, param in bucket:
-                dtype = shards[0, ep_rank][param.name].dtype
+        for bucket in plan.mapping.hf_order(pp_rank):
+            for param, holders in bucket:
+                dtype = shards[holders[0]][param.name].dtype
                 entries += [(name, shapes[name], dtype) for name in param.hf]
     return entries
 
@@ -186,7 +165,9 @@ def convert_mcore_to_hf(opts: McoreToHfOptions) -> ConversionSummary:
     check_target(Path(opts.save_dir), opts.force)
     if opts.tokenizer is not None and not Path(opts.tokenizer).exists():
         raise ValueError(f"--tokenizer-model {opts.tokenizer}: not found")
-    plan = plan_mcore_to_hf(opts.load_dir, opts.hf_config_dir, opts.expect_model_type)
+    plan = plan_mcore_to_hf(
+        opts.load_dir, opts.hf_config_dir, opts.expect_model_type, opts.moe_tp_extend_ep
+    )
     layout, mapping = plan.files.layout, plan.mapping
     entries = _announce(plan)
     regions = MappedFiles()
@@ -195,15 +176,15 @@ def convert_mcore_to_hf(opts: McoreToHfOptions) -> ConversionSummary:
         writer = hf_files.ShardedSafetensorsWriter(tmp, entries, opts.max_shard_bytes, block_writer)
         try:
             for pp_rank in range(layout.pp):
-                for bucket in _hf_order(plan, pp_rank):
+                for bucket in mapping.hf_order(pp_rank):
                     # the stage's shards are mapped afresh per layer and unmapped after it, so
                     # the pages read stay resident for one layer only
                     shards = load_stage(plan, pp_rank, regions)
-                    for ep_rank, param in bucket:
-                        tp_shards = [shards[t, ep_rank][param.name] for t in range(layout.tp)]
-                        for name, tensor_blocks in mapping.merge_blocks(param, tp_shards):
+                    for param, holders in bucket:
+                        pieces = [shards[holder][param.name] for holder in holders]
+                        for name, tensor_blocks in mapping.merge_blocks(param, pieces):
                             writer.add(name, tensor_blocks)
-                        del tp_shards
+                        del pieces
                     regions.clear()
                     del shards
                 logger.info("converted pipeline stage %d", pp_rank)

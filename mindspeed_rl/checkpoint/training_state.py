@@ -187,15 +187,20 @@ def load_model(
     position: tuple[int, int, int],
 ) -> dict[str, Any]:
     """Load this rank's model weights from ``root``'s ``iteration`` ('release' for converted
-    weights); returns the shard's payload. The checkpoint's TP / PP / EP layout and every parameter
+    weights); returns the shard's payload. The checkpoint's TP / PP / EP layout (and its recorded
+    ``moe_tp_extend_ep``) and every parameter
     shape must fit the model (a mismatch names both); MoE experts are re-laid out when the
     checkpoint's expert layout (grouped GEMM or per expert) differs from the model's."""
-    files = mcore_layout.find_checkpoint(root, num_layers=module.config.num_layers)
-    if (files.layout.tp, files.layout.pp, files.layout.ep) != (layout.tp, layout.pp, layout.ep):
+    files = mcore_layout.find_checkpoint(
+        root,
+        module.config.num_layers,
+        layout.moe_tp_extend_ep,
+        asked_by="actor_config.moe_tp_extend_ep",
+    )
+    if files.layout != layout:
         raise ValueError(
-            f"{root}: checkpoint layout TP={files.layout.tp} PP={files.layout.pp} "
-            f"EP={files.layout.ep} does not fit the run's TP={layout.tp} PP={layout.pp} "
-            f"EP={layout.ep}"
+            f"{root}: checkpoint layout {files.layout.describe()} does not fit the run's "
+            f"{layout.describe()}"
         )
     path = mcore_layout.shard_path(root, iteration, *position, layout)
     payload = mcore_layout.load_shard(path, mmap=False)

@@ -105,6 +105,22 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
             "actor_config.expert_model_parallel_size",
             f"EP = {ep} needs an MoE model whose num_experts ({model.num_experts}) it divides",
         )
+    if actor.moe_tp_extend_ep:
+        key = "actor_config.moe_tp_extend_ep"
+        if not model.num_experts:
+            report(key, f"needs an MoE model; model '{actor.model}' is dense")
+        elif model.num_experts % (tp * ep):
+            report(
+                key,
+                f"spreads num_experts = {model.num_experts} over TP x EP = {tp} x {ep} ranks, "
+                f"which does not divide it",
+            )
+        if tp > 1 and not actor.sequence_parallel:
+            report(
+                key,
+                "with TP > 1 experts are spread over TP x EP ranks, and megatron-core needs "
+                "megatron_training.sequence_parallel: true for expert parallelism at TP > 1",
+            )
     heads, groups = model.num_attention_heads, model.num_query_groups or model.num_attention_heads
     if heads % tp:
         report(

@@ -14,6 +14,7 @@ class RunPlan:
     tensor_parallel: int
     pipeline_parallel: int
     expert_parallel: int
+    expert_layout: str
     context_parallel: int
     data_parallel: int
     prompts_per_generation_batch: int
@@ -54,6 +55,7 @@ def make_plan(config: RunConfig) -> RunPlan:
         tensor_parallel=actor.tensor_model_parallel_size,
         pipeline_parallel=actor.pipeline_model_parallel_size,
         expert_parallel=actor.expert_model_parallel_size,
+        expert_layout=_expert_layout(config),
         context_parallel=actor.context_parallel_size,
         data_parallel=dp,
         prompts_per_generation_batch=actor.global_batch_size,
@@ -80,6 +82,19 @@ def make_plan(config: RunConfig) -> RunPlan:
             rl.hccl_buffersize if rl.hccl_buffersize is not None else "platform default"
         ),
     )
+
+
+def _expert_layout(config: RunConfig) -> str:
+    actor, experts = config.actor, config.model.num_experts
+    if not experts:
+        return "dense (no experts)"
+    tp, ep = actor.tensor_model_parallel_size, actor.expert_model_parallel_size
+    if actor.moe_tp_extend_ep:
+        return (
+            f"moe_tp_extend_ep: {experts // (tp * ep)} whole experts per rank over TP x EP = "
+            f"{tp * ep} ranks (expert TP 1)"
+        )
+    return f"{experts // ep} experts per EP rank, each split over TP = {tp} (expert TP = TP)"
 
 
 def _reference(config: RunConfig) -> str:

@@ -28,6 +28,13 @@ class ParallelLayout:
     pipeline_model_parallel_size: int = 1
     expert_model_parallel_size: int = 1
     context_parallel_size: int = 1
+    # MindSpeed's expert layout: whole experts over TP x EP ranks (models/placement.py)
+    moe_tp_extend_ep: bool = False
+
+    def expert_sizes(self) -> tuple[int, int]:
+        """megatron-core's (expert_tensor_parallel_size, expert_model_parallel_size)."""
+        tp, ep = self.tensor_model_parallel_size, self.expert_model_parallel_size
+        return (1, tp * ep) if self.moe_tp_extend_ep else (tp, ep)
 
     def data_parallel_size(self, world_size: int) -> int:
         model_parallel = (
@@ -97,7 +104,8 @@ def init_distributed(
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=layout.tensor_model_parallel_size,
         pipeline_model_parallel_size=layout.pipeline_model_parallel_size,
-        expert_model_parallel_size=layout.expert_model_parallel_size,
+        expert_tensor_parallel_size=layout.expert_sizes()[0],
+        expert_model_parallel_size=layout.expert_sizes()[1],
         context_parallel_size=layout.context_parallel_size,
     )
     pp_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()

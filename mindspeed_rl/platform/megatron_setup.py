@@ -105,6 +105,23 @@ def megatron_namespace(config: Mapping[str, object]) -> argparse.Namespace:
     return args
 
 
+def mindspeed_view(config: Mapping[str, object]) -> dict[str, object]:
+    """``config`` as MindSpeed must see it. ``moe_tp_extend_ep`` is realised by megatron-core
+    itself (expert TP 1, expert parallelism over TP x EP ranks: ``models/placement.py``), so
+    MindSpeed gets those sizes and not the switch: its own ``moe_tp_extend_ep`` patches
+    (``BaseMoELayer``, ``GroupedMLP``) would divide the experts by TP a second time."""
+    config = dict(config)
+    if config.get("moe_tp_extend_ep"):
+        tp = int(config.get("tensor_model_parallel_size") or 1)
+        ep = int(config.get("expert_model_parallel_size") or 1)
+        config.update(
+            moe_tp_extend_ep=False,
+            expert_model_parallel_size=tp * ep,
+            expert_tensor_parallel_size=1,
+        )
+    return config
+
+
 def _install_mindspeed(config: Mapping[str, object]) -> None:
     import torch_npu  # noqa: F401
     from torch_npu.contrib import transfer_to_npu  # noqa: F401
@@ -142,6 +159,6 @@ def prepare_megatron(config: Mapping[str, object] | None = None) -> str:
                 "megatron was imported before MindSpeed's adaptor; patches may not apply"
             )
         off = {key: False for key in MINDSPEED_FUSION_KEYS}  # only requested fusions are on
-        _install_mindspeed({**config, **off, **fusions})
+        _install_mindspeed({**mindspeed_view(config), **off, **fusions})
     _prepared = kind
     return kind

@@ -114,15 +114,13 @@ class IntegratedWorker:
             self.layout.tensor_model_parallel_size,
             self.layout.pipeline_model_parallel_size,
             self.layout.expert_model_parallel_size,
+            moe_tp_extend_ep=self.layout.moe_tp_extend_ep,
         )
 
     def _shard_position(self) -> tuple[int, int, int]:
-        from megatron.core import parallel_state as ps
+        from mindspeed_rl.checkpoint.mcore_layout import rank_position
 
-        ep = (
-            ps.get_expert_model_parallel_rank() if self.layout.expert_model_parallel_size > 1 else 0
-        )
-        return ps.get_tensor_model_parallel_rank(), ps.get_pipeline_model_parallel_rank(), ep
+        return rank_position(self._shard_layout())
 
     def save_checkpoint(self, root: str, iteration: int) -> str:
         """This rank's part of a checkpoint, into the iteration's temporary directory."""

@@ -61,6 +61,7 @@ def distributed(worker, world_size: int, local_rank: int, master_addr: str, mast
         actor.pipeline_model_parallel_size,
         actor.expert_model_parallel_size,
         actor.context_parallel_size,
+        moe_tp_extend_ep=actor.moe_tp_extend_ep,
     )
     device_index = assigned_device_index(device_type(), local_rank)
     init_distributed(

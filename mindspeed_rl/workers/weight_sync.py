@@ -3,11 +3,13 @@
 Through the one parameter mapping (``models/param_mapping.py``), per layer bucket so that peak
 memory is one layer of full tensors, without a round trip through disk:
 
-1. the ranks of pipeline stage ``s`` (and expert-parallel rank ``e``) all-gather the bucket's
-   shards over their tensor-parallel group and merge them into HF tensors (through shared memory
-   when the group is gloo on one host: ``platform/host_gather.py``);
-2. the result is broadcast over the expert-parallel group (expert weights only) and over the
-   pipeline group, so every rank ends up with every layer.
+1. the ranks of pipeline stage ``s`` all-gather the bucket's dense shards over their
+   tensor-parallel group and merge them into HF tensors (through shared memory when the group is
+   gloo on one host: ``platform/host_gather.py``); the ranks of expert-parallel rank ``e`` do the
+   same with their experts over the expert tensor-parallel group (the TP group, or none with
+   ``moe_tp_extend_ep``: each rank holds whole experts of its own);
+2. the experts are broadcast over the expert-parallel group and everything over the pipeline
+   group, so every rank ends up with every layer.
 
 Every rank calls :func:`iter_synced_blocks` in the same order (it is a collective) and feeds the
 items to its colocated rollout engine: ``load_weight_blocks`` where the engine holds HF-named
@@ -25,10 +27,6 @@ from mindspeed_rl.models import tensor_layouts as tl
 from mindspeed_rl.models.param_mapping import Param, WeightMapping
 from mindspeed_rl.models.tensor_layouts import Block
 from mindspeed_rl.platform.host_gather import HostSharedGather
-
-
-def _is_expert(param: Param) -> bool:
-    return ".mlp.experts." in param.name
 
 
 def _gather_tp(
@@ -88,46 +86,64 @@ def iter_synced_blocks(
     collective). The blocks may view buffers reused for the next item: write them where they go
     (``tensor_layouts.blocks_into``) before asking for it. ``tp_gather``: the TP group's
     shared-memory gather (``host_gather_for``), kept by the caller so that its buffers are mapped
-    once per run, not once per sync."""
+    once per run, not once per sync.
+
+    Per layer: every TP group gathers and merges the dense parameters; the routed experts of
+    each expert-parallel rank are gathered over its expert-TP group (the TP group; nobody with
+    ``moe_tp_extend_ep``, whose experts are whole) and broadcast over the expert-parallel group
+    (``models/placement.py``)."""
     from megatron.core import parallel_state as ps
 
     state = {k: v for k, v in module.state_dict().items() if not k.endswith("_extra_state")}
     device = next(module.parameters()).device
     tp_group = ps.get_tensor_model_parallel_group()
     my_pp = ps.get_pipeline_model_parallel_rank()
-    my_ep = ps.get_expert_model_parallel_rank() if mapping.ep > 1 else 0
     pp_ranks = ps.get_pipeline_model_parallel_group()
     pp_global = torch.distributed.get_process_group_ranks(pp_ranks)
-    ep_group = ps.get_expert_model_parallel_group() if mapping.ep > 1 else None
+    expert_ep, expert_tp = mapping.expert_ep, mapping.expert_tp
+    my_expert = ps.get_expert_model_parallel_rank() if expert_ep > 1 else 0
+    ep_group = ps.get_expert_model_parallel_group() if expert_ep > 1 else None
     ep_global = torch.distributed.get_process_group_ranks(ep_group) if ep_group else []
+    etp_group = ps.get_expert_tensor_parallel_group() if expert_tp > 1 else None
     tied = not mapping.model.untie_embeddings_and_output_weights
 
     def materialized(items: list[tuple[str, list[Block]]]) -> list[tuple[str, torch.Tensor]]:
         return [(name, tl.concat_blocks(blocks)) for name, blocks in items]
 
+    def merged(params, parts, group, gather) -> list[list[tuple[str, list[Block]]]]:
+        """Per parameter, its HF tensors as blocks (one gather per dtype for all of them: a
+        second gather may reuse the first's buffers, which the blocks view)."""
+        gathered = _gather_tp(params, state, parts, group, gather)
+        return [mapping.merge_blocks(p, shards) for p, shards in zip(params, gathered)]
+
+    def flat(per_param: list[list[tuple[str, list[Block]]]]) -> list[tuple[str, list[Block]]]:
+        return [item for items in per_param for item in items]
+
+    holders = [mapping.placement.expert_holders(r)[0] for r in range(expert_ep)]
     for stage in range(mapping.pp):
-        stage_buckets = [mapping.buckets(stage, ep_rank) for ep_rank in range(mapping.ep)]
+        # the parameters of each expert rank, named as the shard (tp_rank, ep_rank) holds them
+        stage_buckets = [mapping.buckets(stage, e, t) for t, e in holders]
         for bucket_index in range(len(stage_buckets[0])):
             stage_items: list[tuple[str, list[Block]]] | None = None
             if my_pp == stage:
-                stage_items = []
-                for ep_rank in range(mapping.ep):
-                    bucket = stage_buckets[ep_rank][bucket_index]
-                    wanted = [p for p in bucket if ep_rank == 0 or _is_expert(p)]
-                    items = None
-                    if my_ep == ep_rank:
-                        # a tied output layer's HF tensor is the embedding
-                        wanted = [
-                            p for p in wanted if not (tied and p.name == "output_layer.weight")
-                        ]
-                        items = []
-                        for param, shards in zip(
-                            wanted, _gather_tp(wanted, state, mapping.tp, tp_group, tp_gather)
-                        ):
-                            items.extend(mapping.merge_blocks(param, shards))
-                    if mapping.ep > 1:
+                # a tied output layer's HF tensor is the embedding
+                dense = [
+                    p
+                    for p in stage_buckets[0][bucket_index]
+                    if not p.expert and not (tied and p.name == "output_layer.weight")
+                ]
+                mine = [p for p in stage_buckets[my_expert][bucket_index] if p.expert]
+                if expert_tp == mapping.tp:  # one group: one gather for the whole bucket
+                    both = merged(dense + mine, mapping.tp, tp_group, tp_gather)
+                    stage_items, my_items = flat(both[: len(dense)]), flat(both[len(dense) :])
+                else:
+                    stage_items = flat(merged(dense, mapping.tp, tp_group, tp_gather))
+                    my_items = flat(merged(mine, expert_tp, etp_group, None))
+                for expert_rank in range(expert_ep):
+                    items = my_items if my_expert == expert_rank else None
+                    if expert_ep > 1:
                         pairs = materialized(items) if items is not None else None
-                        pairs = _broadcast_pairs(pairs, ep_global[ep_rank], ep_group, device)
+                        pairs = _broadcast_pairs(pairs, ep_global[expert_rank], ep_group, device)
                         items = [(name, [tensor]) for name, tensor in pairs]
                     stage_items.extend(items)
             if mapping.pp > 1:

@@ -5,9 +5,7 @@ import logging
 
 import pytest
 
-from mindspeed_rl.config.validation import ConfigError
 from mindspeed_rl.models import moe_dispatch
-from mindspeed_rl.trainer.config_entry import load_run_config
 
 
 @pytest.mark.parametrize(
@@ -32,12 +30,3 @@ def test_the_cpu_switch_is_logged_once_with_its_reason(caplog):
             moe_dispatch.token_dispatcher("alltoall", (0, 16), "cpu")
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "allgather instead of alltoall" in lines[0] and "gloo" in lines[0]
-
-
-def test_moe_tp_extend_ep_is_refused_by_name_with_the_reason():
-    with pytest.raises(ConfigError) as info:
-        load_run_config(
-            "dapo_qwen3_30b_a3b_A3", overrides=["megatron_training.moe_tp_extend_ep=true"]
-        )
-    text = str(info.value)
-    assert "megatron_training.moe_tp_extend_ep" in text and "expert TP = TP" in text, text

@@ -16,9 +16,9 @@ from mindspeed_rl.platform.distributed import ParallelLayout
 from tests.models import tiny_hf
 
 
-def _model(name: str, divisible_by: int = 16, **update):
+def _model(name: str, divisible_by: int = 16, hf: dict | None = None, **update):
     info = model_config_from_hf(
-        tiny_hf.hf_config(name).to_dict(), make_vocab_size_divisible_by=divisible_by
+        tiny_hf.hf_config(name, **(hf or {})).to_dict(), make_vocab_size_divisible_by=divisible_by
     )
     return info.model.model_copy(update=update), info.vocab_size
 
@@ -54,6 +54,8 @@ CASES = [
     ("qwen3_moe", ParallelLayout(2, 2, 2), {}),
     ("qwen3_moe", ParallelLayout(2, 1, 4), {"moe_grouped_gemm": True}),
     ("llama", ParallelLayout(1, 4, 1), {}),
+    ("qwen3_moe", ParallelLayout(2, 1, 2, moe_tp_extend_ep=True), {}),
+    ("qwen3_moe", ParallelLayout(2, 2, 1, moe_tp_extend_ep=True), {"moe_grouped_gemm": True}),
 ]
 
 
@@ -178,3 +180,96 @@ def test_padded_vocab_must_cover_vocab_and_divide_by_tp():
     model, vocab = _model("qwen2", padded_vocab_size=151)
     with pytest.raises(ValueError, match="not divisible by tensor parallel size 2"):
         WeightMapping(model, vocab, ParallelLayout(2, 1, 1))
+
+
+EXTEND = ParallelLayout(2, 1, 2, moe_tp_extend_ep=True)
+EIGHT_EXPERTS = {"num_experts": 8}
+
+
+def test_moe_tp_extend_ep_places_whole_experts_as_mindspeed_llm_writes_them():
+    """The shard (tp t, ep e) holds experts [(e * TP + t) * n, ...) with n = E / (TP * EP), each
+    whole. Reference built here from HF tensors the way MindSpeed-LLM's convert_hf2mg.py
+    (master, set_model_layer_mlp with moe_tp_extend_ep) does: every expert's [gate; up].T
+    concatenated into [E, H, 2F], chunked into TP * EP pieces, piece e * TP + t to that shard."""
+    model, vocab = _model("qwen3_moe", hf=EIGHT_EXPERTS, moe_grouped_gemm=True)
+    mapping = WeightMapping(model, vocab, EXTEND)
+    assert (mapping.expert_tp, mapping.expert_ep) == (1, 4)
+    hf = _unique_hf_tensors(mapping)
+    h, x = model.hidden_size, "model.layers.1.mlp.experts."
+    fc1 = torch.stack(
+        [
+            torch.cat([hf[f"{x}{e}.gate_proj.weight"], hf[f"{x}{e}.up_proj.weight"]]).t()
+            for e in range(8)
+        ]
+    )  # [E, H, 2F]
+    fc2 = torch.stack([hf[f"{x}{e}.down_proj.weight"].t() for e in range(8)])  # [E, F, H]
+    fc1_pieces, fc2_pieces = fc1.chunk(4), fc2.chunk(4)
+    for ep in range(2):
+        for tp in range(2):
+            assert list(mapping.expert_range(ep, tp)) == [2 * (2 * ep + tp), 2 * (2 * ep + tp) + 1]
+            shard = dict(iter_mcore_shard(mapping, DictSource(hf), tp, 0, ep))
+            piece = 2 * ep + tp
+            assert torch.equal(
+                shard["decoder.layers.1.mlp.experts.weight1"], fc1_pieces[piece].reshape(h, -1)
+            )
+            assert torch.equal(
+                shard["decoder.layers.1.mlp.experts.weight2"], fc2_pieces[piece].reshape(-1, h)
+            )
+            # dense weights are split over TP as in the default layout
+            default = WeightMapping(model, vocab, ParallelLayout(2, 1, 2))
+            dense = dict(iter_mcore_shard(default, DictSource(hf), tp, 0, ep))
+            for name, tensor in shard.items():
+                if ".mlp.experts." not in name:
+                    assert torch.equal(tensor, dense[name]), name
+                else:  # same shapes as the default layout's shard: only a record tells them apart
+                    assert tensor.shape == dense[name].shape, name
+
+
+def test_moe_tp_extend_ep_per_expert_shards_hold_whole_experts():
+    model, vocab = _model("qwen3_moe", hf=EIGHT_EXPERTS)
+    mapping = WeightMapping(model, vocab, EXTEND)
+    hf = _unique_hf_tensors(mapping)
+    shard = dict(iter_mcore_shard(mapping, DictSource(hf), 1, 0, 1))  # tp 1, ep 1: experts 6, 7
+    local = "decoder.layers.0.mlp.experts.local_experts."
+    assert {n for n in shard if n.startswith(local)} == {
+        f"{local}{e}.linear_fc{f}.weight" for e in range(2) for f in (1, 2)
+    }
+    x = "model.layers.0.mlp.experts.7."
+    assert torch.equal(
+        shard[f"{local}1.linear_fc1.weight"],
+        torch.cat([hf[x + "gate_proj.weight"], hf[x + "up_proj.weight"]]),
+    )
+    assert torch.equal(shard[f"{local}1.linear_fc2.weight"], hf[x + "down_proj.weight"])
+
+
+def test_moe_tp_extend_ep_hf_order_takes_each_expert_set_from_its_one_shard():
+    model, vocab = _model("qwen3_moe", hf=EIGHT_EXPERTS, moe_grouped_gemm=True)
+    order = WeightMapping(model, vocab, EXTEND).hf_order(0)
+    layer = order[1]
+    experts = [(p.hf[0], holders) for p, holders in layer if p.kind is Kind.GROUPED_FC2]
+    assert experts == [
+        ("model.layers.0.mlp.experts.0.down_proj.weight", [(0, 0)]),
+        ("model.layers.0.mlp.experts.2.down_proj.weight", [(1, 0)]),
+        ("model.layers.0.mlp.experts.4.down_proj.weight", [(0, 1)]),
+        ("model.layers.0.mlp.experts.6.down_proj.weight", [(1, 1)]),
+    ]
+    qkv = next(holders for p, holders in layer if p.kind is Kind.QKV)
+    assert qkv == [(0, 0), (1, 0)]
+
+
+@pytest.mark.parametrize(
+    "name,layout,message",
+    [
+        (
+            "qwen3_moe",
+            ParallelLayout(2, 1, 4, moe_tp_extend_ep=True),
+            "valid EP sizes at TP 2: [1, 2]",
+        ),
+        ("qwen3", ParallelLayout(2, 1, 1, moe_tp_extend_ep=True), "moe_tp_extend_ep needs a MoE"),
+    ],
+)
+def test_moe_tp_extend_ep_layouts_that_do_not_fit_are_rejected(name, layout, message):
+    model, vocab = _model(name)
+    with pytest.raises(ValueError) as err:
+        WeightMapping(model, vocab, layout)
+    assert message in str(err.value)

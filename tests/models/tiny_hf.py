@@ -59,11 +59,12 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def hf_config(name: str):
+def hf_config(name: str, **overrides: Any):
+    """The config of ``name``; ``overrides`` replace keys (e.g. ``num_experts=8``)."""
     import transformers
 
     model_type, extra = MODELS[name]
-    return transformers.AutoConfig.for_model(model_type, **{**_COMMON, **extra})
+    return transformers.AutoConfig.for_model(model_type, **{**_COMMON, **extra, **overrides})
 
 
 def randomize_(model: torch.nn.Module, seed: int) -> None:
@@ -81,13 +82,17 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
 
 
 def save_tiny_model(
-    name: str, directory: Path, seed: int = 0, dtype: torch.dtype = torch.float32
+    name: str,
+    directory: Path,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    **overrides: Any,
 ) -> Path:
     """Save a tiny random model of ``name`` in several safetensors shards with an index."""
     import transformers
 
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(hf_config(name))
+    model = transformers.AutoModelForCausalLM.from_config(hf_config(name, **overrides))
     randomize_(model, seed)
     model.to(dtype).save_pretrained(directory, max_shard_size="40KB")
     return Path(directory)

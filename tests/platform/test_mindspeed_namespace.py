@@ -61,6 +61,7 @@ argv = list(sys.argv)
 megatron_setup.prepare_megatron({
     "tensor_model_parallel_size": 8, "sequence_parallel": True, "use_flash_attn": True,
     "use_fused_swiglu": False, "num_layers": 4, "bf16": True, "load": None,
+    **json.loads(sys.argv[1]),
 })
 import mindspeed.megatron_adaptor as adaptor
 from megatron.training import global_vars
@@ -74,20 +75,24 @@ print(json.dumps({
 """
 
 
-def test_adaptor_comes_first_and_the_namespace_holds_megatron_and_mindspeed_defaults(tmp_path):
+def _prepare_with_stubs(tmp_path, extra: dict | None = None) -> dict:
     for name, text in STUBS.items():
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", SCRIPT, json.dumps(extra or {})],
         env={"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
-    result = json.loads(out.stdout.splitlines()[-1])
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_adaptor_comes_first_and_the_namespace_holds_megatron_and_mindspeed_defaults(tmp_path):
+    result = _prepare_with_stubs(tmp_path)
     assert result["training_imported_first"] is False
     assert result["argv_restored"]
     argv = result["adaptor_argv"]
@@ -102,3 +107,18 @@ def test_adaptor_comes_first_and_the_namespace_holds_megatron_and_mindspeed_defa
     assert args["sequence_parallel"] is True and args["use_flash_attn"] is True
     assert args["use_fused_swiglu"] is False and args["load"] is None
     assert args["params_dtype"] == "torch.bfloat16"
+
+
+def test_moe_tp_extend_ep_reaches_mindspeed_as_megatron_core_sizes(tmp_path):
+    """megatron-core places the experts (expert TP 1, EP = TP x EP); MindSpeed 2.3.0's own
+    moe_tp_extend_ep patches (BaseMoELayer: num_experts // EP // TP) must not run on top."""
+    result = _prepare_with_stubs(
+        tmp_path, {"moe_tp_extend_ep": True, "expert_model_parallel_size": 2}
+    )
+    assert "--moe-tp-extend-ep" not in result["adaptor_argv"]
+    argv = result["adaptor_argv"]
+    assert argv[argv.index("--expert-model-parallel-size") + 1] == "16"
+    assert argv[argv.index("--expert-tensor-parallel-size") + 1] == "1"
+    args = result["args"]
+    assert args["moe_tp_extend_ep"] is False
+    assert args["expert_model_parallel_size"] == 16 and args["expert_tensor_parallel_size"] == 1

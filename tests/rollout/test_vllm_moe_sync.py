@@ -15,13 +15,15 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 TOLERANCE = 1e-4
 
 
-def test_qwen3_moe_ep2_sp_actor_syncs_into_vllm(tmp_path):
+@pytest.mark.parametrize("extend", [False, True], ids=["default", "moe_tp_extend_ep"])
+def test_qwen3_moe_ep2_sp_actor_syncs_into_vllm(tmp_path, extend):
+    """``moe_tp_extend_ep``: the actor holds whole experts over TP x EP = 4 ranks (expert TP 1)."""
     vllm_case.require_vllm()
     hf_dir = vllm_case.build_model_dir(tmp_path / "hf", seed=0, moe=True)
     mg_dir = tmp_path / "mg"
-    assert moe_case.convert_grouped(hf_dir, mg_dir) == 0
+    assert moe_case.convert_grouped(hf_dir, mg_dir, extend) == 0
 
-    results = run_distributed(vllm_moe_sync_case.run, 4, hf_dir, mg_dir)
+    results = run_distributed(vllm_moe_sync_case.run, 4, hf_dir, mg_dir, extend)
     for rank in results:
         assert rank["dispatcher"] == "allgather"
         assert rank["loaded"] == rank["n_pairs"] and rank["version"] == 2

@@ -57,9 +57,8 @@ def _scores(engine, actor, hf, pairs) -> dict:
     return scores
 
 
-def run(rank: int, world_size: int, hf_dir: Path, mg_dir: Path) -> dict:
-    from megatron.core import parallel_state as ps
-
+def run(rank: int, world_size: int, hf_dir: Path, mg_dir: Path, extend: bool = False) -> dict:
+    """``extend``: the actor and its shards in MindSpeed's moe_tp_extend_ep expert layout."""
     from mindspeed_rl.checkpoint import mcore_layout
     from mindspeed_rl.checkpoint.mcore_to_hf import plan_mcore_to_hf
     from mindspeed_rl.checkpoint.training_state import load_rank
@@ -71,7 +70,7 @@ def run(rank: int, world_size: int, hf_dir: Path, mg_dir: Path) -> dict:
     from mindspeed_rl.workers.weight_sync import iter_synced_weights
     from tests.rollout.vllm_case import generate_config
 
-    layout = ParallelLayout(TP, 1, EP)
+    layout = ParallelLayout(TP, 1, EP, moe_tp_extend_ep=extend)
     init_distributed(layout, seed=3)
     try:
         plan = plan_mcore_to_hf(mg_dir)
@@ -83,14 +82,15 @@ def run(rank: int, world_size: int, hf_dir: Path, mg_dir: Path) -> dict:
         cfg = MegatronConfig(
             model="tiny", global_batch_size=4, seq_length=32, train_iters=STEPS, lr=1e-2,
             tensor_model_parallel_size=TP, expert_model_parallel_size=EP, sequence_parallel=True,
+            moe_tp_extend_ep=extend,
         )  # fmt: skip
         actor = MegatronActor(
             plan.mapping.model, cfg, rl, layout, total_optimizer_steps=STEPS, initialize=False,
             vocab_size=vocab,
         )  # fmt: skip
-        position = (ps.get_tensor_model_parallel_rank(), 0, ps.get_expert_model_parallel_rank())
-        load_rank(actor, mg_dir, "release", mcore_layout.ShardLayout(TP, 1, EP), position,
-                  False, False)  # fmt: skip
+        shard_layout = mcore_layout.ShardLayout(TP, 1, EP, moe_tp_extend_ep=extend)
+        position = mcore_layout.rank_position(shard_layout)
+        load_rank(actor, mg_dir, "release", shard_layout, position, False, False)
         mapping = WeightMapping(actor.model_config, vocab, layout)
         hf_config = transformers.AutoConfig.from_pretrained(hf_dir)
         eos, pad = eos_token_ids_of(hf_dir), hf_config.pad_token_id

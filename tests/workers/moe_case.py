@@ -17,8 +17,9 @@ TP, EP = 2, 2
 STEPS = 2
 
 
-def convert_grouped(hf_dir: Path, mg_dir: Path) -> int:
-    """HF -> mcore at TP, EP with the recipe's grouped-GEMM expert layout (the CLI's exit code)."""
+def convert_grouped(hf_dir: Path, mg_dir: Path, extend: bool = False) -> int:
+    """HF -> mcore at TP, EP with the recipe's grouped-GEMM expert layout (the CLI's exit code);
+    ``extend``: MindSpeed's moe_tp_extend_ep layout, as the Ascend 30B-A3B recipe trains."""
     from cli.convert_ckpt import main
 
     return main([
@@ -27,6 +28,7 @@ def convert_grouped(hf_dir: Path, mg_dir: Path) -> int:
         "--target-expert-parallel-size", str(EP),
         # no padded vocabulary rows: the engine's softmax runs over the HF vocabulary
         "--make-vocab-size-divisible-by", "1", "--moe-grouped-gemm",
+        *(["--moe-tp-extend-ep"] if extend else []),
     ])  # fmt: skip
 
 
@@ -55,9 +57,8 @@ def run(
     save_dir: Path,
     tp: int = TP,
     ep: int = EP,
+    extend: bool = False,
 ) -> dict:
-    from megatron.core import parallel_state as ps
-
     from mindspeed_rl.checkpoint import mcore_layout
     from mindspeed_rl.checkpoint.mcore_to_hf import plan_mcore_to_hf
     from mindspeed_rl.checkpoint.training_state import (
@@ -72,7 +73,7 @@ def run(
     from mindspeed_rl.workers.actor import MegatronActor, UpdateBatch
     from mindspeed_rl.workers.weight_sync import iter_synced_blocks
 
-    layout = ParallelLayout(tp, 1, ep)
+    layout = ParallelLayout(tp, 1, ep, moe_tp_extend_ep=extend)
     init_distributed(layout, seed=3)
     try:
         plan = plan_mcore_to_hf(mg_dir)
@@ -86,12 +87,11 @@ def run(
         cfg = MegatronConfig(
             model="tiny", global_batch_size=4, seq_length=32, train_iters=STEPS, lr=1e-2,
             tensor_model_parallel_size=tp, expert_model_parallel_size=ep, sequence_parallel=tp > 1,
+            moe_tp_extend_ep=extend,
         )  # fmt: skip
         actor = MegatronActor(model, cfg, rl, layout, total_optimizer_steps=STEPS, initialize=False)
-        shard_layout = mcore_layout.ShardLayout(tp, 1, ep)
-        position = (
-            ps.get_tensor_model_parallel_rank(), 0, ps.get_expert_model_parallel_rank()
-        )  # fmt: skip
+        shard_layout = mcore_layout.ShardLayout(tp, 1, ep, moe_tp_extend_ep=extend)
+        position = mcore_layout.rank_position(shard_layout)
         load_rank(actor, mg_dir, "release", shard_layout, position, False, False)
 
         data, rows = _rows(vocab)
@@ -109,6 +109,14 @@ def run(
             assert actor.step()[0]
         out["dispatcher"] = actor.module.config.moe_token_dispatcher_type
         out["sequence_parallel"] = actor.module.config.sequence_parallel
+        config = actor.module.config
+        out["expert_sizes"] = (
+            config.expert_tensor_parallel_size,
+            config.expert_model_parallel_size,
+        )
+        moe = next(m for m in actor.module.modules() if hasattr(m, "local_expert_indices"))
+        out["local_expert_indices"] = list(moe.local_expert_indices)
+        out["position"] = position
 
         synced = {}
         mapping = WeightMapping(actor.model_config, vocab, layout)

@@ -97,7 +97,9 @@ class Node:
         )  # fmt: skip
         line = self.init.stdout.readline()
         if line.strip() != "ready":
-            raise NamespaceError(f"{self.hostname} did not start: {self.init.stderr.read().strip()}")
+            raise NamespaceError(
+                f"{self.hostname} did not start: {self.init.stderr.read().strip()}"
+            )
         self.pid_ns = os.readlink(f"/proc/{self.init_pid()}/ns/pid")
 
     def init_pid(self) -> int:
@@ -107,18 +109,20 @@ class Node:
             raise NamespaceError(f"{self.hostname}: its init is gone")
         return int(children[0])
 
-    def enter(self) -> list[str]:
-        """The command prefix that runs a command on this node."""
+    def enter(self, cwd: str | os.PathLike | None = None) -> list[str]:
+        """The command prefix that runs a command on this node (in ``cwd``: entering the mount
+        namespace would otherwise move it to the node's root)."""
+        wd = [f"--wd={cwd}"] if cwd is not None else []
         pid = str(self.init_pid())
-        return ["nsenter", "--target", pid, "--net", "--pid", "--mount", "--uts", "--"]
+        return ["nsenter", "--target", pid, "--net", "--pid", "--mount", "--uts", *wd, "--"]
 
-    def popen(self, cmd: list[str], **kwargs) -> subprocess.Popen:
-        return subprocess.Popen([*self.enter(), *cmd], **kwargs)
+    def popen(self, cmd: list[str], cwd=None, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen([*self.enter(cwd), *cmd], **kwargs)
 
-    def run(self, cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    def run(self, cmd: list[str], cwd=None, **kwargs) -> subprocess.CompletedProcess:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
-        return subprocess.run([*self.enter(), *cmd], **kwargs)
+        return subprocess.run([*self.enter(cwd), *cmd], **kwargs)
 
     def host_pids(self) -> list[int]:
         """Host pids of every live process of this node (its PID namespace)."""

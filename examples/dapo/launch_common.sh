@@ -28,11 +28,11 @@ fail() { echo "error: $*" >&2; exit 2; }
 
 # this node's interface and IP: SOCKET_IFNAME, else the interface of the default route
 if [ -z "${SOCKET_IFNAME:-}" ]; then
-  SOCKET_IFNAME=$(ip -4 route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
+  SOCKET_IFNAME=$(ip -4 route show default 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}' || true)
   [ -n "$SOCKET_IFNAME" ] || fail "SOCKET_IFNAME is unset and this node has no default route; set SOCKET_IFNAME to the interface of the cluster network (see 'ip addr')"
   echo "SOCKET_IFNAME=$SOCKET_IFNAME (the default route's interface)"
 fi
-CURRENT_IP=$(ip -4 addr show "$SOCKET_IFNAME" 2>/dev/null | awk '/inet /{print $2}' | cut -d/ -f1 | head -n1)
+CURRENT_IP=$(ip -4 addr show "$SOCKET_IFNAME" 2>/dev/null | awk '/inet /{print $2}' | cut -d/ -f1 | head -n1 || true)
 [ -n "$CURRENT_IP" ] || fail "no IPv4 address on SOCKET_IFNAME=$SOCKET_IFNAME; set it to this node's interface (see 'ip addr')"
 if [ -z "${MASTER_ADDR:-}" ]; then
   [ "$NNODES" -eq 1 ] || fail "set MASTER_ADDR to the first node's IP on every node (NNODES=$NNODES)"
@@ -46,7 +46,7 @@ LOG_DIR="${LOG_DIR:-$PROJECT_DIR/logs}"
 mkdir -p "$LOG_DIR"
 RUN_LOG="$LOG_DIR/${YAML##*/}_$(hostname)_${ROLE}_$(date +%Y%m%d_%H%M%S)_$$.log"
 RAY_LOG="${RUN_LOG%.log}.ray.log"
-exec > >(tee -a "$RUN_LOG") 2>&1
+exec > >(tee -a "$RUN_LOG") 2> >(tee -a "$RUN_LOG" >&2)
 echo "run log: $RUN_LOG"
 
 # many workers, sockets and checkpoint shards: raise the open-files limit to the hard limit

@@ -68,9 +68,17 @@ def check_support() -> None:
     """Raise NamespaceError with the reason when this host cannot make namespaced nodes."""
     if os.geteuid() != 0:
         raise NamespaceError("namespaced nodes need root (ip netns, unshare)")
-    for tool in ("ip", "unshare", "nsenter"):
+    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"),
+                          ("nsenter", "util-linux"), ("ps", "procps")):  # fmt: skip
         if shutil.which(tool) is None:
-            raise NamespaceError(f"`{tool}` not found: install iproute2 / util-linux")
+            raise NamespaceError(f"`{tool}` not found: install {package}")
+    probe = f"msrlprobe{uuid.uuid4().hex[:6]}"
+    _run("ip", "netns", "add", probe)  # a sandbox without CAP_SYS_ADMIN fails here
+    try:
+        _run("ip", "netns", "exec", probe, "unshare", "--pid", "--fork", "--mount", "--uts",
+             "--mount-proc", "true")  # fmt: skip
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
 
 
 class Node:

@@ -115,6 +115,7 @@ make_token() {  # the head creates the token file when none is given (owner-only
 wait_token() {  # a node waits (bounded) for the head's token file, e.g. on shared storage
   [ -n "${RAY_AUTH_TOKEN:-}" ] && return 0
   local deadline=$((SECONDS + NODE_WAIT_S))
+  [ -s "$TOKEN_FILE" ] || echo "waiting up to ${NODE_WAIT_S} s for the head's Ray token in $TOKEN_FILE"
   until [ -s "$TOKEN_FILE" ]; do
     [ $SECONDS -lt $deadline ] || fail "no Ray token in $TOKEN_FILE after ${NODE_WAIT_S} s: give every node the head's token (RAY_AUTH_TOKEN_PATH=<file on shared storage> or RAY_AUTH_TOKEN=<token>), or set RAY_AUTH_MODE=disabled on every node"
     sleep 2
@@ -182,6 +183,10 @@ PY
 }
 
 if [ "$ROLE" = head ]; then
+  # the config first: a typo must not wait for the nodes to surface
+  if ! "$PYTHON" cli/train_dapo.py --config-name "$YAML" "${TRAIN_ARGS[@]}" --dry-run > /dev/null; then
+    fail "the run's config does not validate (above); nothing was started"
+  fi
   if port_taken "$CURRENT_IP" "$RAY_PORT"; then
     fail "RAY_PORT=$RAY_PORT is taken on $CURRENT_IP (another Ray cluster or service: see 'ss -ltnp'); set RAY_PORT to a free port on every node"
   fi

@@ -21,8 +21,8 @@ SCRIPTS = sorted((REPO / "examples" / "dapo").glob("dapo_trainer_*.sh"))
 
 def _dry_run(tmp_path, script: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SOCKET_", "NNODES"))}
-    full.update(PYTHON=sys.executable, JEMALLOC_OPTIONAL="1", LAUNCH_DRY_RUN="1",
-                LOG_DIR=str(tmp_path / "logs"), **env)  # fmt: skip
+    full.update({"PYTHON": sys.executable, "JEMALLOC_OPTIONAL": "1", "LAUNCH_DRY_RUN": "1",
+                 "LOG_DIR": str(tmp_path / "logs"), **env})  # fmt: skip
     return subprocess.run(["bash", str(script), *args], env=full, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
 
@@ -87,3 +87,12 @@ def test_every_recipe_has_a_launch_script(tmp_path):
         out = _dry_run(tmp_path, script, LAUNCH_DEVICE="npu", NNODES="1")
         assert out.returncode == 0, out.stderr
         assert f"--config-name {yaml}" in out.stdout
+
+
+def test_a_bad_config_stops_the_head_before_ray_starts(tmp_path):
+    """Without LAUNCH_DRY_RUN: the config is validated before `ray start` (nothing started)."""
+    out = _dry_run(tmp_path, SCRIPTS[0], "no_such_recipe", LAUNCH_DRY_RUN="", LAUNCH_DEVICE="cpu",
+                   NNODES="1", NPUS_PER_NODE="1")  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "no_such_recipe" in out.stderr and "nothing was started" in out.stderr
+    assert "starting Ray's head" not in out.stdout

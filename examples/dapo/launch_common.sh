@@ -11,7 +11,8 @@
 # the interface of the default route), RAY_PORT (6766), NODE_WAIT_S (600: how long the head waits
 # for the nodes and a node for the head), RAY_AUTH_MODE (token | disabled), RAY_AUTH_TOKEN /
 # RAY_AUTH_TOKEN_PATH, LOG_DIR (logs/), LAUNCH_DRY_RUN=1 (print the commands, start nothing),
-# LAUNCH_DEVICE (npu | cuda | cpu: the device kind declared to Ray; default: detected).
+# LAUNCH_DEVICE (npu | cuda | cpu: the device kind declared to Ray; default: detected),
+# RAY_START_WAIT_S (300: how long the head's `ray start` may take).
 set -euo pipefail
 
 : "${NNODES:?}" "${NPUS_PER_NODE:?}" "${DEFAULT_YAML:?}"
@@ -157,13 +158,14 @@ trap stop_ray EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-start_ray() {  # start "$@" in the background; wait until it says it runs or it exits
+start_ray() {  # start "${@:2}" in the background; wait up to $1 s until it runs or exits
+  local wait_s=$1; shift
   "$@" >> "$RAY_LOG" 2>&1 &
   RAY_PID=$!
-  local deadline=$((SECONDS + 180))
+  local deadline=$((SECONDS + wait_s))
   while kill -0 "$RAY_PID" 2>/dev/null; do
     grep -q "Ray runtime started" "$RAY_LOG" && return 0
-    [ $SECONDS -lt $deadline ] || { stop_ray; echo "ray start did not come up in 180 s; see $RAY_LOG" >&2; return 1; }
+    [ $SECONDS -lt $deadline ] || { stop_ray; echo "ray start did not come up in $wait_s s; see $RAY_LOG" >&2; return 1; }
     sleep 0.5
   done
   wait "$RAY_PID" 2>/dev/null || true
@@ -192,7 +194,7 @@ if [ "$ROLE" = head ]; then
   fi
   [ "$RAY_AUTH_MODE" = token ] && make_token
   echo "starting Ray's head at $CURRENT_IP:$RAY_PORT ($NPUS_PER_NODE x $DEVICE_RESOURCE)"
-  start_ray "${HEAD_CMD[@]}" || { tail -n 20 "$RAY_LOG" >&2; fail "Ray's head did not start (RAY_PORT=$RAY_PORT on $CURRENT_IP); log: $RAY_LOG"; }
+  start_ray "${RAY_START_WAIT_S:-300}" "${HEAD_CMD[@]}" || { tail -n 20 "$RAY_LOG" >&2; fail "Ray's head did not start (RAY_PORT=$RAY_PORT on $CURRENT_IP); log: $RAY_LOG"; }
   # the trainer joins this cluster, and no other, only through RAY_ADDRESS (without it, it would
   # start a local cluster of its own)
   export RAY_ADDRESS="$CURRENT_IP:$RAY_PORT"
@@ -229,7 +231,7 @@ fi
 # a worker node: join the head (bounded), then stay until the head goes away
 [ "$RAY_AUTH_MODE" = token ] && wait_token
 deadline=$((SECONDS + NODE_WAIT_S))
-until start_ray "${WORKER_CMD[@]}"; do
+until start_ray $((deadline - SECONDS > 10 ? deadline - SECONDS : 10)) "${WORKER_CMD[@]}"; do
   if grep -qiE "auth.*token|InvalidAuthToken|Unauthenticated" "$RAY_LOG"; then
     tail -n 5 "$RAY_LOG" >&2
     fail "the head at $MASTER_ADDR:$RAY_PORT refused this node's Ray token ($TOKEN_FILE): give every node the head's token, or RAY_AUTH_MODE=disabled on every node"

@@ -98,15 +98,15 @@ def _overrides(paths, iterations: int, *extra: str) -> list[str]:
 class TwoNodeRun:
     """The launch script on both nodes of a fresh 2-node cluster; everything checked gone after."""
 
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, nodes: int = 2) -> None:
         self.dir = root / name
         self.dir.mkdir()
         self.shm_before = set(os.listdir("/dev/shm"))
-        self.nodes = NamespacedNodes(2)
+        self.nodes = NamespacedNodes(nodes)
         self.pid_namespaces = set()
         self.procs: dict[int, subprocess.Popen] = {}
 
-    def env(self) -> dict[str, str]:
+    def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env.update(
             NNODES="2", NPUS_PER_NODE="1", MASTER_ADDR=self.nodes[0].ip,
@@ -114,13 +114,14 @@ class TwoNodeRun:
             RAY_AUTH_TOKEN_PATH=str(self.dir / "ray_token"), LOG_DIR=str(self.dir / "logs"),
             NODE_WAIT_S="300",
         )  # fmt: skip
+        env.update(extra)
         return env
 
-    def launch(self, index: int, args: list[str]) -> subprocess.Popen:
+    def launch(self, index: int, args: list[str], **env: str) -> subprocess.Popen:
         node = self.nodes[index]
         self.pid_namespaces.add(node.pid_ns)
         out = open(self.dir / f"node{index + 1}.out", "ab")  # noqa: SIM115 (closed by the child)
-        proc = node.popen(["bash", SCRIPT, *args], cwd=REPO, env=self.env(), stdout=out,
+        proc = node.popen(["bash", SCRIPT, *args], cwd=REPO, env=self.env(**env), stdout=out,
                           stderr=subprocess.STDOUT)  # fmt: skip
         out.close()
         self.procs[index] = proc
@@ -302,3 +303,29 @@ def test_node_loss_ends_the_run_naming_the_node_and_keeps_the_checkpoint(shared,
     assert len(node1_left) == 1 and node1_left[0].split()[0] == "1", node1_left
     assert _tracker(ckpt) == "1"
     assert load_trainer_state(ckpt, 1)["iteration"] == 1
+
+
+def test_bounded_waits_and_a_wrong_token_fail_with_one_line_each(shared):
+    """Three nodes, none of which can train: the head waits NODE_WAIT_S for devices that never
+    come, node 2 looks for a head at an address where none runs, node 3 presents a wrong token.
+    Each exits non-zero with one line naming what did not come, and stops the Ray it started."""
+    root, paths = shared
+    run = TwoNodeRun(root, "waits", nodes=3)
+    wrong_head = f"{run.nodes.subnet}.99"
+    try:
+        args = _overrides(paths, 1)
+        head = run.launch(0, args, NODE_WAIT_S="40")
+        lost = run.launch(1, args, NODE_WAIT_S="40", MASTER_ADDR=wrong_head)
+        run.wait_for("the head's token", lambda: (run.dir / "ray_token").exists())
+        bad = run.launch(2, args, NODE_WAIT_S="40", RAY_AUTH_TOKEN="not-the-head-token")
+        statuses = [proc.wait(timeout=300) for proc in (head, lost, bad)]
+        left = {i: _worker_lines(run.nodes[i].ps()) for i in range(3)}
+    finally:
+        run.close()
+    assert statuses == [3, 2, 2], (statuses, [run.output(i)[-2000:] for i in range(3)])
+    assert "after 40 s only 1 of 2 x cpu_slot joined" in run.output(0)
+    assert f"the head {wrong_head}:6766 did not answer in 40 s" in run.output(1)
+    assert "refused this node's Ray token" in run.output(2)
+    for i in range(3):
+        assert "stopped this node's Ray" in run.output(i) or i == 1
+    assert not any(left.values())

@@ -134,6 +134,17 @@ def _phases(info: list) -> str:
     return ", ".join(f"{name} {sec:.1f} s" for name, sec in slowest.setup_seconds.items())
 
 
+def _log_worker_processes(info: list) -> None:
+    """What tools and tests act on: this run's own processes (never others found by name)."""
+    import ray
+
+    ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    logger.info("worker processes: %s", ", ".join(
+        f"rank {i.rank} pid {i.pid} on {ips.get(i.node_id, '?')} (node {(i.node_id or '?')[:12]})"
+        for i in info
+    ))  # fmt: skip
+
+
 def _raise_if_a_node_was_lost(workers, err: BaseException) -> None:
     """A rank failure on a multi-node run: if Ray reports one of the run's nodes dead, end with
     one line naming it and its ranks (its peers' socket errors come first and name neither)."""
@@ -211,9 +222,7 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
             time.perf_counter() - clock - ray_seconds, ray_seconds, processes_seconds,
             _phases(info), driver_seconds, [(i.rank, i.dp_rank, i.tp_rank) for i in info],
         )  # fmt: skip
-        # what tools and tests act on: the run's own processes, never others found by name
-        logger.info("worker processes: %s", ", ".join(
-            f"rank {i.rank} pid {i.pid} (node {(i.node_id or '?')[:12]})" for i in info))  # fmt: skip
+        _log_worker_processes(info)
         from mindspeed_rl.trainer.dapo_trainer import DAPOTrainer
 
         trainer = DAPOTrainer(

@@ -297,8 +297,9 @@ def test_node_loss_ends_the_run_naming_the_node_and_keeps_the_checkpoint(shared,
     lost_node, ranks = re.search(
         r"\(Ray node (\w+)\) lost with rank\(s\) \[(\d+)\]", lines[0]
     ).groups()
-    placed = dict(re.findall(r"rank (\d+) pid \d+ \(node (\w+)\)", out))
-    assert placed[ranks] == lost_node and len(placed) == 2, (placed, lines)
+    placed = {rank: (ip, node) for rank, ip, node in
+              re.findall(r"rank (\d+) pid \d+ on (\S+) \(node (\w+)\)", out)}  # fmt: skip
+    assert placed[ranks] == (run.nodes[1].ip, lost_node) and len(placed) == 2, (placed, lines)
     # only the node's init is left on node 1 (PID 1 of its namespace)
     assert len(node1_left) == 1 and node1_left[0].split()[0] == "1", node1_left
     assert _tracker(ckpt) == "1"

@@ -93,6 +93,7 @@ class Node:
         self.ifname = IFNAME
         self.init: subprocess.Popen | None = None
         self.pid_ns: str | None = None
+        self.mnt_ns: str | None = None
 
     def start(self) -> None:
         """Start the node's PID 1 (a fresh PID/mount/UTS namespace in its network namespace)."""
@@ -108,7 +109,14 @@ class Node:
             raise NamespaceError(
                 f"{self.hostname} did not start: {self.init.stderr.read().strip()}"
             )
-        self.pid_ns = os.readlink(f"/proc/{self.init_pid()}/ns/pid")
+        init = self.init_pid()
+        self.pid_ns = os.readlink(f"/proc/{init}/ns/pid")
+        self.mnt_ns = os.readlink(f"/proc/{init}/ns/mnt")
+        self.cluster.mount_namespaces.add(self.mnt_ns)
+        # its /dev/shm and /tmp are its own tmpfs: nothing it writes there reaches the host's
+        for path in ("/dev/shm", "/tmp"):
+            if os.stat(f"/proc/{init}/root{path}").st_dev == os.stat(path).st_dev:
+                raise NamespaceError(f"{self.hostname}: {path} is the host's, not its own tmpfs")
 
     def init_pid(self) -> int:
         """The host pid of the node's PID 1 (unshare's only child)."""
@@ -184,6 +192,7 @@ class NamespacedNodes:
         self.subnet = f"{SUBNET}.{int(tag[:2], 16)}"
         self.switch = f"{self.prefix}-sw"
         self.nodes = [Node(self, i) for i in range(n)]
+        self.mount_namespaces: set[str] = set()  # every node's, restarts included
         self._closed = False
         atexit.register(self.close)
         try:
@@ -240,6 +249,19 @@ class NamespacedNodes:
         left = leftover_namespaces(self.prefix)
         if left or errors:
             raise NamespaceError(f"left behind: namespaces {left}; {'; '.join(errors)}")
+
+
+def held_namespaces(names: set[str], kind: str) -> list[int]:
+    """Host pids of processes in any of the namespaces ``names`` (``kind``: pid, mnt, net)."""
+    held = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/{kind}") in names:
+                    held.append(int(entry))
+            except OSError:
+                continue
+    return held
 
 
 def leftover_namespaces(prefix: str = "msrl") -> list[str]:

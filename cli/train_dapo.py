@@ -1,6 +1,7 @@
 """Train a model with DAPO.
 
     python cli/train_dapo.py --config-name dapo_qwen25_32b_A3 [section.key=value ...] [--dry-run]
+        [--max-restarts N]
 
 Without ``--dry-run`` it joins the Ray cluster named by ``RAY_ADDRESS`` (examples/dapo/*.sh start
 one and set it) or starts a local one of its own (docs/multi_node.md), and trains. ``--dry-run``
@@ -8,6 +9,10 @@ validates the config (every problem at once), prints the resolved YAML and the r
 0, or prints the problems and exits 2. It never starts Ray or touches a device. The rules that
 depend on the platform (rollout engine, attention backend) are those of this host; ``--platform
 npu`` checks a config for an Ascend run from a CPU box (docs/coming_from_mindspeed_rl.md).
+
+``--max-restarts N`` (or ``rl_config.max_restarts``): after a worker or node failure, wait (up to
+10 min) until the cluster has the run's devices again and resume from the last complete
+checkpoint under ``actor_config.save``, at most N times; each restart is logged with its cause.
 
 Exit status: 0 trained; 1 the run failed (a worker died, naming the rank, or dynamic sampling
 stopped with its diagnosis); 2 bad input (config, paths, data, a checkpoint that does not fit:
@@ -56,8 +61,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--log-dir", default=None, help="metrics.jsonl and TensorBoard events")
     parser.add_argument("--debug", action="store_true", help="print tracebacks of errors too")
+    parser.add_argument(
+        "--max-restarts", type=int, default=None, metavar="N",
+        help="after a worker or node failure, wait for the devices and resume from the last\n"
+        "complete checkpoint, at most N times (default: rl_config.max_restarts)",
+    )  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="section.key=value (YAML-typed values)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.max_restarts is not None and args.max_restarts < 0:
+        parser.error(f"--max-restarts {args.max_restarts}: expected 0 or more")
+    return args
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -83,13 +96,14 @@ def _train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_dry_run(config, platform)
         return 0
-    from mindspeed_rl.trainer.launch import run_training
+    from mindspeed_rl.trainer.restart import run_with_restarts
 
     configure_logging()
     for level, message in config.notices:
         logging.getLogger(PROG).log(logging.getLevelName(level.upper()), message)
     logging.getLogger("megatron").setLevel(logging.WARNING)
-    run_training(config, log_dir=args.log_dir)
+    restarts = config.rl_config.max_restarts if args.max_restarts is None else args.max_restarts
+    run_with_restarts(config, args.log_dir, restarts)
     return 0
 
 

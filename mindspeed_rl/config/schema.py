@@ -274,6 +274,12 @@ class RLConfig(Section):
     wandb_project: str | None = _f(None, "W&B project.")
     wandb_exp_name: str | None = _f(None, "W&B run name.")
     validation_interval: int = _f(0, "Validate every N iterations (0 = never).", ge=0)
+    max_restarts: int = _f(
+        0,
+        "After a worker or node failure, resume from the last complete checkpoint under "
+        "actor_config.save, at most N times (cli/train_dapo.py --max-restarts overrides).",
+        ge=0,
+    )
     validate_before_train: bool = _f(False, "Validate before the first iteration.")
     validation_temperature: float | None = _f(
         None,

@@ -153,6 +153,30 @@ def _phases(info: list) -> str:
     return ", ".join(f"{name} {sec:.1f} s" for name, sec in slowest.setup_seconds.items())
 
 
+def _log_worker_processes(info: list) -> None:
+    """What tools and tests act on: this run's own processes (never others found by name)."""
+    import ray
+
+    ips = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    logger.info("worker processes: %s", ", ".join(
+        f"rank {i.rank} pid {i.pid} on {ips.get(i.node_id, '?')} (node {(i.node_id or '?')[:12]})"
+        for i in info
+    ))  # fmt: skip
+
+
+def _raise_if_a_node_was_lost(workers, err: BaseException) -> None:
+    """A rank failure on a multi-node run: if Ray reports one of the run's nodes dead, end with
+    one line naming it and its ranks (its peers' socket errors come first and name neither)."""
+    from mindspeed_rl.trainer.restart import NodeLostError, lost_nodes, node_lost_message
+    from mindspeed_rl.workers.group import WorkerInputError
+
+    if workers is None or isinstance(err, (WorkerInputError, NodeLostError)):
+        return
+    dead = lost_nodes(workers.placements)
+    if dead:
+        raise NodeLostError(node_lost_message(dead, err)) from err
+
+
 def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     """Train to the end of ``train_iters``; raises WorkerError naming a failed rank.
 
@@ -163,7 +187,7 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
     from mindspeed_rl.platform.expected_warnings import fallback_note
     from mindspeed_rl.platform.jemalloc import check_host_allocator
     from mindspeed_rl.platform.worker_env import check_process_env, worker_env
-    from mindspeed_rl.workers.group import WorkerGroup
+    from mindspeed_rl.workers.group import WorkerError, WorkerGroup
     from mindspeed_rl.workers.integrated import IntegratedWorker
     from mindspeed_rl.workers.profiling import with_profiling
     from mindspeed_rl.workers.reference import needs_reference
@@ -230,6 +254,7 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
             time.perf_counter() - clock - ray_seconds, ray_seconds, processes_seconds,
             _phases(info), driver_seconds, [(i.rank, i.dp_rank, i.tp_rank) for i in info],
         )  # fmt: skip
+        _log_worker_processes(info)
         from mindspeed_rl.trainer.dapo_trainer import DAPOTrainer
 
         trainer = DAPOTrainer(
@@ -241,6 +266,9 @@ def run_training(config: RunConfig, log_dir: str | None = None) -> RunResult:
             logger.info("resumed from %s at iteration %d", actor.load, trainer.iteration)
         history = trainer.fit()
         return RunResult(history, info, trainer.prompt_log)
+    except WorkerError as err:
+        _raise_if_a_node_was_lost(workers, err)
+        raise
     finally:
         for thing in reversed(opened):
             thing.close()

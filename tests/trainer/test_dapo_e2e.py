@@ -9,8 +9,10 @@ then converted to Hugging Face without ``--hf-config-dir``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -146,43 +148,62 @@ def test_two_node_cluster_places_one_worker_per_node(assets):
         cluster.shutdown()
 
 
-def _worker_pids() -> list[int]:
-    """Ray titles actor processes 'ray::IntegratedWorker...'."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if f.read().startswith(b"ray::IntegratedWorker"):
-                        pids.append(int(entry))
-            except OSError:
-                continue
-    return sorted(pids)
+class _ReportedPids(logging.Handler):
+    """The worker pids this run reports ("worker processes: rank 0 pid 123 (node ...), ...")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.pids: dict[int, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith("worker processes:"):
+            found = re.findall(r"rank (\d+) pid (\d+)", text)
+            self.pids = {int(rank): int(pid) for rank, pid in found}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_dying_worker_fails_the_run_quickly_and_names_it(assets, tmp_path):
+    """The victim is rank 1 as this run reports it; beside other runs on the machine (other
+    tests, other users) nothing is picked by process title."""
     log_dir = tmp_path / "logs"
     killed: dict = {}
+    reported = _ReportedPids()
+    launch_logger = logging.getLogger("mindspeed_rl.trainer.launch")
+    launch_logger.addHandler(reported)
+    level = launch_logger.level
+    launch_logger.setLevel(logging.INFO)
 
     def kill_rank_1_after_the_first_iteration():
         deadline = time.time() + 240
         while time.time() < deadline:
             metrics = log_dir / "metrics.jsonl"
-            if metrics.exists() and metrics.read_text().strip():
-                killed["pids"] = _worker_pids()
-                os.kill(killed["pids"][-1], signal.SIGKILL)
+            if reported.pids and metrics.exists() and metrics.read_text().strip():
+                killed["pids"] = dict(reported.pids)
+                os.kill(killed["pids"][1], signal.SIGKILL)
                 killed["at"] = time.time()
                 return
             time.sleep(0.2)
 
     watcher = threading.Thread(target=kill_rank_1_after_the_first_iteration, daemon=True)
     watcher.start()
-    with pytest.raises(WorkerError, match=r"worker rank \d") as info:
-        run_training(_config(assets, "megatron_training.train_iters=50"), log_dir=str(log_dir))
+    try:
+        with pytest.raises(WorkerError, match=r"worker rank \d") as info:
+            run_training(_config(assets, "megatron_training.train_iters=50"), log_dir=str(log_dir))
+    finally:
+        launch_logger.removeHandler(reported)
+        launch_logger.setLevel(level)
     assert time.time() - killed["at"] < 60
-    assert len(killed["pids"]) == 2
+    assert sorted(killed["pids"]) == [0, 1]
     assert "ActorDiedError" in str(info.value) or "died" in str(info.value).lower()
     deadline = time.time() + 10
-    while _worker_pids() and time.time() < deadline:
+    while any(_alive(p) for p in killed["pids"].values()) and time.time() < deadline:
         time.sleep(0.2)
-    assert not _worker_pids(), "no orphaned worker process"
+    assert not any(_alive(p) for p in killed["pids"].values()), "no orphaned worker process"

@@ -5,7 +5,8 @@
    ``configs/model/tiny_qwen2.yaml``; warm-start it briefly (DAPO starts from an SFT model);
 3. convert the HF checkpoint to Megatron-core shards with the real converter;
 4. preprocess the parquet file with the real pipeline into Megatron indexed datasets;
-5. run DAPO (local Ray, 2 CPU workers) and report held-out sampled accuracy before and after.
+5. run DAPO (local Ray, 2 CPU workers) and report held-out sampled accuracy before and after;
+   plot accuracy and response length per iteration next to the metrics (``logs/quickstart.png``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class QuickstartResult:
     validation_prompts: int
     seconds: float
     history: list[dict[str, float]]
+    plot: Path
 
 
 def prepare_assets(workdir: Path, model_config, problems: int, warm_steps: int, seed: int,
@@ -96,6 +98,7 @@ def run_quickstart(
     seed: int = 0,
     config_dir: str | Path | None = None,
 ) -> QuickstartResult:
+    from mindspeed_rl.quickstart.plot import plot_run
     from mindspeed_rl.trainer.config_entry import load_run_config
     from mindspeed_rl.trainer.launch import run_training
 
@@ -118,10 +121,17 @@ def run_quickstart(
     validations = [h for h in result.history if "val/acc" in h]
     if len(validations) < 2:
         raise RuntimeError("the quickstart config must validate before and after training")
+    rl = config.rl_config
+    plot = plot_run(
+        result.history, workdir / "logs" / "quickstart.png", rl.rollout_max_tokens,
+        rl.overlong_buffer if rl.overlong_buffer_enable else None,
+        title=f"DAPO on the chain-of-thought sums ({config.actor.train_iters} iterations)",
+    )  # fmt: skip
     return QuickstartResult(
         accuracy_before=validations[0]["val/acc"],
         accuracy_after=validations[-1]["val/acc"],
         validation_prompts=int(validations[0]["val/prompts"]),
         seconds=time.perf_counter() - start,
         history=result.history,
+        plot=plot,
     )

@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "omegaconf>=2.3",
     "pydantic>=2.7",
     "tqdm>=4.66",
+    "matplotlib>=3.8",  # the quickstart's plot (mindspeed_rl/quickstart/plot.py)
 ]
 
 setup(

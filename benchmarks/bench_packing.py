@@ -1,12 +1,14 @@
-"""Padded vs packed vs packed + token-budget micro-batches on a DAPO-like length mix. CPU, one run.
+"""Padded vs packed vs packed + token-budget micro-batches on the quickstart's chain-of-thought
+task. CPU, one run.
 
-    python benchmarks/bench_packing.py [--rows 64] [--repeats 2]
+    python benchmarks/bench_packing.py [--rows 64] [--repeats 2] [--seed 0]
 
-A synthetic batch: prompts of 32-128 tokens, responses log-normal (median 300, sigma 0.9, cut at
-1536 tokens): the shape of DAPO's 1.5k-20k-token responses scaled down ~13x for a CPU. One
-mini-batch of ``--rows`` rows through the real actor (``MegatronActor.backward_mini_batch``: a
-2-layer GPTModel, hidden 128, fp32, the project's CPU attention), each mode in a fresh child
-process:
+The batch: ``--rows`` problems of the quickstart's task (``mindspeed_rl.quickstart.math_task``),
+each prompt as the chat template renders it and each response the reference step-by-step solution
+(+ eos), tokenized by the quickstart's toy tokenizer: prompts of 39-84 tokens, responses of 20-140
+with a long tail (median 36, p90 68), the length mix the e2e tests and the demo train on. One
+mini-batch through the real actor (``MegatronActor.backward_mini_batch``: a 2-layer GPTModel,
+hidden 128, fp32, the project's CPU attention), each mode in a fresh child process:
 
 - ``padded``: micro-batches of 4 rows, every row padded to the batch's longest (the baseline,
   what the project ran before ``use_remove_padding``);
@@ -46,22 +48,47 @@ def _high_water_bytes() -> int:
 
 
 def _batch(rows: int, seed: int = 0):
-    import torch
+    """Prompts left-padded, reference responses right-padded (the batch contract), token ids of the
+    quickstart's tokenizer; the advantages are random (the step's cost does not depend on them)."""
+    import tempfile
 
+    import torch
+    import transformers
+
+    from mindspeed_rl.data.toy_tokenizer import build_toy_tokenizer
+    from mindspeed_rl.quickstart import math_task
+
+    task = math_task.make_problems(2400, seed=0)  # the quickstart's problems and tokenizer
+    with tempfile.TemporaryDirectory() as tmp:
+        path = build_toy_tokenizer(tmp, math_task.corpus(task[:500]), vocab_size=400)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    picked = math_task.make_problems(rows, seed=seed + 1)
+    prompt_ids = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p.question}],
+                                      add_generation_prompt=True, tokenize=True, return_dict=False)
+        for p in picked
+    ]  # fmt: skip
+    response_ids = [
+        tokenizer.encode(p.solution, add_special_tokens=False) + [tokenizer.eos_token_id]
+        for p in picked
+    ]
+    width_p = max(map(len, prompt_ids))
+    width_r = max(map(len, response_ids))
+    prompts = torch.zeros(rows, width_p, dtype=torch.long)
+    prompt_mask = torch.zeros_like(prompts)
+    responses = torch.zeros(rows, width_r, dtype=torch.long)
+    response_mask = torch.zeros_like(responses)
+    for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
+        prompts[i, width_p - len(p) :] = torch.tensor(p)
+        prompt_mask[i, width_p - len(p) :] = 1
+        responses[i, : len(r)] = torch.tensor(r)
+        response_mask[i, : len(r)] = 1
     g = torch.Generator().manual_seed(seed)
-    prompt_len = torch.randint(32, 129, (rows,), generator=g)
-    response_len = (torch.randn(rows, generator=g) * 0.9 + torch.log(torch.tensor(300.0))).exp()
-    response_len = response_len.long().clamp(16, 1536)
-    width_p, width_r = int(prompt_len.max()), int(response_len.max())
-    prompt_mask = (torch.arange(width_p) >= width_p - prompt_len[:, None]).long()
-    response_mask = (torch.arange(width_r) < response_len[:, None]).long()
-    prompts = torch.randint(1, 512, (rows, width_p), generator=g) * prompt_mask
-    responses = torch.randint(1, 512, (rows, width_r), generator=g) * response_mask
     advantages = torch.randn(rows, 1, generator=g).expand(rows, width_r).contiguous()
     return prompts, prompt_mask, responses, response_mask, advantages
 
 
-def _measure(mode: str, rows: int, repeats: int, port: int, queue) -> None:
+def _measure(mode: str, rows: int, repeats: int, seed: int, port: int, queue) -> None:
     import os
 
     import torch
@@ -80,13 +107,13 @@ def _measure(mode: str, rows: int, repeats: int, port: int, queue) -> None:
     from mindspeed_rl.workers.rows import to_megatron_rows
 
     init_distributed(master_port=port)
-    prompts, prompt_mask, responses, response_mask, advantages = _batch(rows)
+    prompts, prompt_mask, responses, response_mask, advantages = _batch(rows, seed)
     megatron_rows = to_megatron_rows(prompts, prompt_mask, responses, response_mask, 0)
     lengths = megatron_rows.lengths
     longest = int(lengths.max())
     model = ModelConfig(
         num_layers=2, hidden_size=128, ffn_hidden_size=256, num_attention_heads=2,
-        max_position_embeddings=2048, padded_vocab_size=512,
+        max_position_embeddings=256, padded_vocab_size=512,
     )  # fmt: skip
     rl = RLConfig(
         actor_resource={"num_npus": 1}, n_samples_per_prompt=2, max_prompt_length=128,
@@ -94,7 +121,7 @@ def _measure(mode: str, rows: int, repeats: int, port: int, queue) -> None:
         use_dynamic_bsz=mode == "packed+dynamic",
     )  # fmt: skip
     actor_cfg = MegatronConfig(
-        model="bench", global_batch_size=rows // 2, seq_length=2048, train_iters=1, lr=1e-4
+        model="bench", global_batch_size=rows // 2, seq_length=256, train_iters=1, lr=1e-4
     )
     actor = MegatronActor(model, actor_cfg, rl, ParallelLayout(), total_optimizer_steps=1)
     shares = data_parallel_shares(lengths, 1, 1, balance=False)
@@ -135,13 +162,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="which problems make the batch")
     args = parser.parse_args()
     ctx = multiprocessing.get_context("spawn")
     results = []
     for mode in ("padded", "packed", "packed+dynamic"):
         queue = ctx.Queue()
         proc = ctx.Process(
-            target=_measure, args=(mode, args.rows, args.repeats, _free_port(), queue)
+            target=_measure, args=(mode, args.rows, args.repeats, args.seed, _free_port(), queue)
         )
         proc.start()
         results.append(queue.get())

@@ -4,7 +4,8 @@
 
 Builds a tiny Qwen2-style model and tokenizer locally, warm-starts it, converts it to Megatron-core
 with the real converter, preprocesses the task with the real pipeline, runs DAPO on 2 CPU workers
-(configs/quickstart_cpu.yaml) and prints held-out sampled accuracy before and after.
+(configs/quickstart_cpu.yaml), prints held-out sampled accuracy before and after and the trend of
+the response length, and plots both per iteration (logs/quickstart.png).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mindspeed_rl.cli_errors import (  # noqa: E402
 )
 from mindspeed_rl.config.validation import ConfigError  # noqa: E402
 from mindspeed_rl.quickstart.pipeline import run_quickstart  # noqa: E402
+from mindspeed_rl.quickstart.plot import length_trend  # noqa: E402
 from mindspeed_rl.workers.group import WorkerError, WorkerInputError  # noqa: E402
 
 PROG = "quickstart"
@@ -66,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             f"({(result.accuracy_after - result.accuracy_before) * 100:+.1f} points) "
             f"in {result.seconds:.0f} s"
         )
+        trend = " -> ".join(
+            f"{mean:.1f} (to iter {it})" for it, mean in length_trend(result.history)
+        )
+        print(f"mean response length, tokens: {trend}")
+        print(f"plot of accuracy and response length per iteration: {result.plot}")
         return 0
 
     return run_reporting_errors(PROG, run, HANDLERS, debug_enabled(args.debug))

@@ -108,6 +108,18 @@ def test_three_iterations_keep_the_dapo_invariants(assets, trained):
         assert metrics["rollout/log_prob_diff_vs_actor"] <= 1e-3
         assert metrics["actor/weight_version"] == i  # the engine runs what the actor trained
         assert metrics["memory/update_gib"] > 0 and metrics["memory/generate_gib"] > 0
+        # the trained score is the verifier's plus the overlong shaping; a truncated response
+        # (no eos at the cap) gets the whole penalty, so the mean penalty is at most -its share
+        shaped = metrics["reward/acc_for_dapo/mean"] + metrics["rollout/overlong_penalty_mean"]
+        assert metrics["rollout/score_mean"] == pytest.approx(shaped, abs=1e-5)
+        assert metrics["rollout/overlong_penalty_mean"] <= -metrics["rollout/overlong_ratio"] + 1e-6
+        assert metrics["response_length/max"] <= config.rl_config.rollout_max_tokens
+    # the chain-of-thought task's long tail reaches the overlong buffer in the run
+    assert any(m["rollout/overlong_penalty_mean"] < 0 for m in history)
+    assert (
+        max(m["response_length/max"] for m in history)
+        > min(m["response_length/mean"] for m in history) * 1.5
+    )
     lines = (assets[1] / "logs" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3]
 

@@ -42,7 +42,6 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
     },
     "rl_config": {
         "use_swanlab": _OFF,
-        "partial_rollout_max_split": (None, 1),
         "actor_logprob_dispatch_size": (None,),
         "actor_update_dispatch_size": (None,),
         "adv_dispatch_size": (None,),

@@ -32,6 +32,7 @@ class RunPlan:
     kl_loss: bool
     kl_in_reward: bool
     reference_model: str
+    partial_rollout: str
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -75,6 +76,25 @@ def make_plan(config: RunConfig) -> RunPlan:
         kl_loss=rl.use_kl_loss,
         kl_in_reward=rl.use_kl_in_reward,
         reference_model=_reference(config),
+        partial_rollout=_partial_rollout(config),
+    )
+
+
+def _partial_rollout(config: RunConfig) -> str:
+    rl = config.rl_config
+    split = rl.partial_rollout_max_split
+    if split <= 1:
+        return "off"
+    per_round = -(-rl.rollout_max_tokens // split)
+    threshold = (
+        f", a round ends once {rl.rollout_threshold_rate:.0%} of its samples ended"
+        if rl.rollout_threshold_rate < 1
+        else ""
+    )
+    tis = f"TIS cap {rl.tis_imp_ratio_cap}" if rl.tis_imp_ratio_cap > 0 else "no TIS correction"
+    return (
+        f"on: <= {per_round} new tokens per sample and round, every sample ends within {split} "
+        f"rounds (policy age <= {split - 1}){threshold}; {tis}"
     )
 
 

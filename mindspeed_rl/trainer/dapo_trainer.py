@@ -226,8 +226,7 @@ class DAPOTrainer:
         params = self._sampling(self.n, self.iteration * 1000 + rounds)
         out = self.rollout.generate(request.contexts, params, request.shape)
         tokens = self.buffer.absorb(request, out, self.actor_version)
-        continued = sum(1 for n in request.shape.samples if n == 1 and self.n > 1)
-        return {"continued": float(continued), "tokens": float(tokens)}
+        return {"continued": float(request.continued), "tokens": float(tokens)}
 
     def _groups_batch(self, groups) -> TensorDict:
         rl = self.config.rl_config

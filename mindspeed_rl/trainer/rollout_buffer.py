@@ -70,6 +70,7 @@ class RoundRequest:
     contexts: list[list[int]]
     shape: RoundShape
     slots: list[tuple[int, int]]
+    continued: int  # contexts that continue a started sample (the first ones)
 
 
 class PartialRolloutBuffer:
@@ -124,16 +125,17 @@ class PartialRolloutBuffer:
                 caps.append(left if last else min(self.round_tokens, left))
                 must.append(last)
                 slots.append((g, k))
+        continued = len(contexts)
         for g, group in enumerate(self.groups):
             if group.started:
                 continue
             contexts.append(list(group.prompt))
             samples.append(self.n)
             caps.append(self.round_tokens)
-            must.append(self.max_split == 1)
+            must.append(False)
             slots += [(g, k) for k in range(self.n)]
         shape = RoundShape(samples, caps, must, self.finish_share)
-        return RoundRequest(contexts, shape, slots)
+        return RoundRequest(contexts, shape, slots, continued)
 
     def absorb(self, request: RoundRequest, out: RolloutOutput, version: int) -> int:
         """Append each output row to its sample; returns the tokens generated."""

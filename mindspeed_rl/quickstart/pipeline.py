@@ -1,6 +1,6 @@
 """The CPU quickstart, end to end, through the same code a 32B run takes.
 
-1. write the synthetic addition task as a DAPO-Math-17k parquet file;
+1. write the synthetic chain-of-thought task (``math_task``) as a DAPO-Math-17k parquet file;
 2. train a toy byte-level BPE tokenizer on it and build the tiny Qwen2-style HF model of
    ``configs/model/tiny_qwen2.yaml``; warm-start it briefly (DAPO starts from an SFT model);
 3. convert the HF checkpoint to Megatron-core shards with the real converter;
@@ -21,6 +21,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "quickstart_cpu"
+TASK_NAME = "chain_sum"
 
 
 @dataclasses.dataclass
@@ -32,8 +33,10 @@ class QuickstartResult:
     history: list[dict[str, float]]
 
 
-def prepare_assets(workdir: Path, model_config, problems: int, warm_steps: int, seed: int) -> dict:
-    """Steps 1-4; returns the paths the training config needs."""
+def prepare_assets(workdir: Path, model_config, problems: int, warm_steps: int, seed: int,
+                   max_prompt_length: int = 96) -> dict:  # fmt: skip
+    """Steps 1-4; returns the paths the training config needs. Prompts longer than
+    ``max_prompt_length`` tokens (rl_config's) are filtered out by the preprocessing."""
     from mindspeed_rl.checkpoint import mcore_layout
     from mindspeed_rl.checkpoint.hf_to_mcore import HfToMcoreOptions, convert_hf_to_mcore
     from mindspeed_rl.data.preprocess import preprocess_dataset
@@ -44,8 +47,8 @@ def prepare_assets(workdir: Path, model_config, problems: int, warm_steps: int, 
     from mindspeed_rl.quickstart.warm_start import warm_start
 
     workdir.mkdir(parents=True, exist_ok=True)
-    task = make_problems(problems, seed=seed, max_operand=10)
-    parquet = write_parquet(task, workdir / "data" / "addition.parquet")
+    task = make_problems(problems, seed=seed)
+    parquet = write_parquet(task, workdir / "data" / f"{TASK_NAME}.parquet")
     tokenizer_dir = build_toy_tokenizer(workdir / "tokenizer", corpus(task[:500]), vocab_size=400)
     hf_dir = workdir / "hf"
     model, tokenizer = build_tiny_hf_model(model_config, tokenizer_dir, hf_dir, seed=seed)
@@ -60,7 +63,7 @@ def prepare_assets(workdir: Path, model_config, problems: int, warm_steps: int, 
         HfToMcoreOptions(hf_dir=hf_dir, save_dir=mcore_dir, layout=mcore_layout.ShardLayout(),
                          padded_vocab_size=model_config.padded_vocab_size, force=True)
     )  # fmt: skip
-    prefix = workdir / "data" / "addition"
+    prefix = workdir / "data" / TASK_NAME
     preprocess_dataset(
         PreprocessConfig.from_dict(
             {
@@ -70,7 +73,7 @@ def prepare_assets(workdir: Path, model_config, problems: int, warm_steps: int, 
                 "handler_name": "Math17kAlpacaStyleInstructionHandler",
                 "prompt_type": "chat_template",
                 "workers": 1,
-                "seq_length": 96,
+                "seq_length": max_prompt_length,
                 "dataset_additional_keys": ["labels"],
                 "map_keys": {
                     "prompt": "prompt",

@@ -70,7 +70,7 @@ def our_overrides(args, paths: dict, engine: str, split: int, seed: int) -> list
         f"generate_config.engine={engine}",
         "rl_config.validate_before_train=true",
         f"rl_config.validation_interval={args.eval_every}",
-        "rl_config.validation_temperature=0",
+        f"rl_config.validation_temperature={args.eval_temperature}",
     ]
 
 
@@ -149,14 +149,37 @@ def report(runs: list[dict], trl: dict | None) -> None:
         print(f"  median s / iteration: {phases}")
 
 
+def run_trl_side(args, paths: dict, workdir: Path, base) -> dict | None:
+    """TRL's GRPOTrainer on the same prompts, lengths and reward; None (reported) if it fails."""
+    import transformers
+
+    from mindspeed_rl.data.prompt_dataset import PromptDataset
+
+    ensure_trl_venv(Path(args.trl_venv))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(paths["hf"])
+    data = {}
+    for part in ("train", "valid"):
+        dataset = PromptDataset(paths["data"], base.actor.split, part, ["labels"], tokenizer)
+        texts, labels, _ = prompts_as_text(dataset, tokenizer)
+        data[f"{part}_prompts"], data[f"{part}_labels"] = texts, labels
+    load_before = load_1min()
+    try:
+        trl = run_trl(args, paths, workdir, {**data, "mask_truncated_completions": True,
+                                             "overlong_buffer": args.overlong_buffer})  # fmt: skip
+    except subprocess.CalledProcessError as err:
+        print(f"TRL failed: {err}")
+        return None
+    trl["load"] = (load_before, load_1min())
+    return trl
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--new-tokens", type=int, default=None,
-                        help="rollout_max_tokens (default: the quickstart config's)")  # fmt: skip
-    parser.add_argument("--overlong-buffer", type=int, default=None)
+    parser.add_argument("--new-tokens", type=int, default=128, help="rollout_max_tokens")
+    parser.add_argument("--overlong-buffer", type=int, default=32)
     parser.add_argument("--splits", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--engines", nargs="+", default=["hf"], choices=["hf", "vllm"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1234])
@@ -164,7 +187,9 @@ def main() -> None:
     parser.add_argument("--dynamic-sampling", action="store_true")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--eval-every", type=int, default=5)
+    parser.add_argument("--eval-temperature", type=float, default=0.0, help="0: greedy")
     parser.add_argument("--warm-steps", type=int, default=None)
+    parser.add_argument("--problems", type=int, default=4800, help="10%% are held out")
     parser.add_argument("--trl", action="store_true", help="also run TRL's GRPOTrainer")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--trl-venv", default=str(ROOT / ".venv-trl"))
@@ -172,39 +197,22 @@ def main() -> None:
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
 
-    import transformers
-
-    from mindspeed_rl.data.prompt_dataset import PromptDataset
     from mindspeed_rl.quickstart.pipeline import CONFIG_NAME, prepare_assets
     from mindspeed_rl.trainer.config_entry import load_run_config
 
-    base = load_run_config(CONFIG_NAME)
-    args.new_tokens = args.new_tokens or base.rl_config.rollout_max_tokens
-    args.overlong_buffer = args.overlong_buffer or base.rl_config.overlong_buffer
+    base = load_run_config(CONFIG_NAME, overrides=[
+        f"rl_config.rollout_max_tokens={args.new_tokens}",
+        f"generate_config.sampling_config.max_tokens={args.new_tokens}",
+        f"rl_config.overlong_buffer={args.overlong_buffer}"])  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         warm = {} if args.warm_steps is None else {"warm_steps": args.warm_steps}
-        paths = prepare_assets(workdir, base.model, **{"problems": 4800, "warm_steps": 180,
-                                                         "seed": 0, **warm})  # fmt: skip
-        trl = None
-        if args.trl:
-            ensure_trl_venv(Path(args.trl_venv))
-            tokenizer = transformers.AutoTokenizer.from_pretrained(paths["hf"])
-            data = {}
-            for part in ("train", "valid"):
-                dataset = PromptDataset(
-                    paths["data"], base.actor.split, part, ["labels"], tokenizer
-                )
-                texts, labels, _ = prompts_as_text(dataset, tokenizer)
-                data[f"{part}_prompts"], data[f"{part}_labels"] = texts, labels
-            load_before = load_1min()
-            spec = argparse.Namespace(**{**vars(args), "new_tokens": args.new_tokens})
-            trl = run_trl(spec, paths, workdir, {**data, "mask_truncated_completions": True,
-                                                 "overlong_buffer": args.overlong_buffer})  # fmt: skip
-            trl["load"] = (load_before, load_1min())
+        paths = prepare_assets(workdir, base.model, **{"problems": args.problems,
+                                                         "warm_steps": 180, "seed": 0, **warm})  # fmt: skip
         runs = [run_ours(args, paths, workdir, engine, split, seed)
                 for engine in args.engines for seed in args.seeds for split in args.splits]  # fmt: skip
+        trl = run_trl_side(args, paths, workdir, base) if args.trl else None
     print(f"{args.iterations} iterations of {args.prompts} prompts x {args.samples} samples, "
           f"{args.new_tokens} new tokens at most, {args.workers} worker(s)")  # fmt: skip
     report(runs, trl)

@@ -198,17 +198,23 @@ class DAPOTrainer:
                     check.num_groups - check.num_kept_groups
                 )
                 break
-        everything = torch.cat(generated) if len(generated) > 1 else generated[0]
+        return trained, self._collection_metrics(generated, ds_metrics, reward_metrics)
+
+    def _collection_metrics(self, scored: list[TensorDict], ds_metrics: dict,
+                            reward_metrics: dict) -> dict[str, float]:  # fmt: skip
+        """The metrics of an iteration's scored batches (reward metrics summed over them)."""
+        everything = torch.cat(scored) if len(scored) > 1 else scored[0]
         metrics = {**ds_metrics, **self._rollout_metrics(everything)}
+        count = len(scored)
         metrics.update(
-            {k: v / rounds if k.endswith(("mean", "acc")) else v for k, v in reward_metrics.items()}
+            {k: v / count if k.endswith(("mean", "acc")) else v for k, v in reward_metrics.items()}
         )
         if self.sampler is not None and metrics.get("dynamic_sampling/generated_groups"):
             metrics["dynamic_sampling/kept_group_ratio"] = (
                 metrics["dynamic_sampling/kept_groups"]
                 / metrics["dynamic_sampling/generated_groups"]
             )
-        return trained, metrics
+        return metrics
 
     def _partial_round(self, rounds: int) -> dict[str, float]:
         """One partial-rollout round: a fresh batch of prompts joins while fewer than
@@ -261,7 +267,7 @@ class DAPOTrainer:
                 with timer.phase("reward"):
                     trained, metrics = self._groups_batch(taken)
                 scored_batches.append(trained)
-                reward_metrics = metrics
+                reward_metrics = {k: float(v) for k, v in metrics.items()}
                 ds_metrics = {"dynamic_sampling/num_gen_batches": float(rounds)}
                 break
             taken, _ = self.buffer.pop_complete()
@@ -276,17 +282,7 @@ class DAPOTrainer:
             if self.sampler.ready:
                 trained, ds_metrics = self.sampler.take(divisor=self._row_divisor())
                 break
-        everything = torch.cat(scored_batches) if len(scored_batches) > 1 else scored_batches[0]
-        metrics = {**ds_metrics, **self._rollout_metrics(everything)}
-        scored = len(scored_batches)
-        metrics.update(
-            {k: v / scored if k.endswith(("mean", "acc")) else v for k, v in reward_metrics.items()}
-        )
-        if self.sampler is not None and metrics.get("dynamic_sampling/generated_groups"):
-            metrics["dynamic_sampling/kept_group_ratio"] = (
-                metrics["dynamic_sampling/kept_groups"]
-                / metrics["dynamic_sampling/generated_groups"]
-            )
+        metrics = self._collection_metrics(scored_batches, ds_metrics, reward_metrics)
         metrics.update({
             "partial_rollout/rounds": float(rounds),
             "partial_rollout/continued_samples": totals["continued"],

@@ -104,3 +104,32 @@ def test_buffer_state_round_trips_through_a_weights_only_checkpoint(models, tmp_
     loaded = PartialRolloutBuffer(SPLIT, MAX_TOKENS, N, [EOS])
     loaded.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
     assert loaded.groups == buffer.groups and loaded.round_request() == buffer.round_request()
+
+
+def test_a_round_that_no_response_outgrows_gives_the_plain_calls_batch(models):
+    """With a round cap no response reaches, partial rollout's batch equals, tensor for tensor,
+    the batch the trainer builds from a plain generate call: the same tokens, log-probs, masks
+    (the new prompts of a round draw what a whole call draws)."""
+    from mindspeed_rl.trainer import batch as batch_ops
+
+    eos = list(range(20, 45))  # a third of the vocabulary ends a response: short responses
+    engine = HFRolloutEngine(models[0], eos_token_ids=eos, pad_token_id=PAD)
+    params = SamplingParams(n=4, max_tokens=24, temperature=1.0, seed=7)
+    plain = engine.generate(PROMPTS, params)
+    assert int(plain.response_lengths.max()) <= 12  # the precondition: ceil(24 / 2) suffices
+    buffer = PartialRolloutBuffer(2, 24, 4, eos)
+    buffer.admit(PROMPTS, ["a", "b", "c"], [0, 1, 2], version=0)
+    request = buffer.round_request()
+    buffer.absorb(request, engine.generate(request.contexts, params, request.shape), 0)
+    taken, _ = buffer.pop_complete()
+    assert len(taken) == 3 and not buffer.groups
+    ours = PartialRolloutBuffer.batch_of(taken, pad_token_id=PAD, max_prompt_length=8,
+                                         max_tokens=24)  # fmt: skip
+    expected = batch_ops.generation_batch(
+        PROMPTS, ["a", "b", "c"], [g.uid for g in taken], plain, pad_token_id=PAD,
+        max_prompt_length=8, max_response_length=24,
+    )  # fmt: skip
+    for key in ("prompts", "responses", "response_mask", "attention_mask", "rollout_log_probs"):
+        assert torch.equal(ours[key], expected[key]), key
+    assert ours.get("uid").tolist() == expected.get("uid").tolist()
+    assert not bool(ours["rollout_versions"].any())  # all of version 0

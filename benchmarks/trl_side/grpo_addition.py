@@ -101,6 +101,8 @@ def main() -> None:
         max_completion_length=spec["max_new_tokens"], temperature=1.0, top_p=1.0, top_k=0,
         loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0, num_iterations=1,
         logging_steps=1, save_strategy="no", dataloader_num_workers=0, bf16=False,
+        # truncated responses out of the loss, as our rl_config.overlong_filtering
+        mask_truncated_completions=spec.get("mask_truncated_completions", False),
     )  # fmt: skip
     callback = HeldOut(tokenizer, spec)
     trainer = GRPOTrainer(

@@ -242,6 +242,19 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
             "rl_config.overlong_buffer",
             f"{rl.overlong_buffer} must be smaller than rollout_max_tokens = {rl.rollout_max_tokens}",
         )
+    if rl.partial_rollout_max_split > rl.rollout_max_tokens:
+        report(
+            "rl_config.partial_rollout_max_split",
+            f"{rl.partial_rollout_max_split} rounds for rollout_max_tokens = "
+            f"{rl.rollout_max_tokens}: a round needs at least one token; use <= "
+            f"{rl.rollout_max_tokens}",
+        )
+    if rl.rollout_threshold_rate < 1 and rl.partial_rollout_max_split <= 1:
+        report(
+            "rl_config.rollout_threshold_rate",
+            f"{rl.rollout_threshold_rate} cuts rounds short, which needs partial rollout: set "
+            "partial_rollout_max_split >= 2 (the most rounds a sample may take) or the rate to 1",
+        )
     if rl.rollout_max_tokens != sampling.max_tokens:
         report(
             "rl_config.rollout_max_tokens",

@@ -34,6 +34,7 @@ class RunPlan:
     kl_in_reward: bool
     reference_model: str
     hccl_buffsize_mb: int | str  # HCCL_BUFFSIZE of the workers (platform/worker_env.py sets it)
+    partial_rollout: str
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -81,6 +82,25 @@ def make_plan(config: RunConfig) -> RunPlan:
         hccl_buffsize_mb=(
             rl.hccl_buffersize if rl.hccl_buffersize is not None else "platform default"
         ),
+        partial_rollout=_partial_rollout(config),
+    )
+
+
+def _partial_rollout(config: RunConfig) -> str:
+    rl = config.rl_config
+    split = rl.partial_rollout_max_split
+    if split <= 1:
+        return "off"
+    per_round = -(-rl.rollout_max_tokens // split)
+    threshold = (
+        f", a round ends once {rl.rollout_threshold_rate:.0%} of its samples ended"
+        if rl.rollout_threshold_rate < 1
+        else ""
+    )
+    tis = f"TIS cap {rl.tis_imp_ratio_cap}" if rl.tis_imp_ratio_cap > 0 else "no TIS correction"
+    return (
+        f"on: <= {per_round} new tokens per sample and round, every sample ends within {split} "
+        f"rounds (policy age <= {split - 1}){threshold}; {tis}"
     )
 
 

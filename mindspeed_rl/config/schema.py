@@ -262,6 +262,18 @@ class RLConfig(Section):
     overlong_buffer: int = _f(512, "Tokens before the cap where the penalty ramps up.", ge=0)
     overlong_buffer_penalty_factor: float = _f(1.0, "Penalty at the cap.", ge=0)
     overlong_filtering: bool = _f(False, "Mask truncated responses out of the loss.")
+    partial_rollout_max_split: int = _f(
+        1,
+        "Partial rollout: a round gives each unfinished sample at most ceil(rollout_max_tokens / N)"
+        " tokens; the rest continue in later rounds with newer weights (1 = off).",
+        ge=1,
+    )
+    rollout_threshold_rate: float = _f(
+        1.0,
+        "Partial rollout: end a round once this share of its samples has finished (1 = off).",
+        gt=0,
+        le=1,
+    )
     filter_groups_enable: bool = _f(False, "DAPO dynamic sampling: drop zero-variance groups.")
     filter_groups_metric: str = _f("acc_for_dapo", "Verifier whose score decides the filter.")
     filter_groups_max_batches: int = _f(-1, "Generation batches per iteration (-1 = no limit).")

@@ -64,7 +64,6 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...] | Derived]] = {
     },
     "rl_config": {
         "use_swanlab": _OFF,
-        "partial_rollout_max_split": (None, 1),
         # the driver runs the phases one after another in submission order: ordered either way
         "guarantee_order": (None, True, False),
         # data moves between driver and workers through Ray's object store, not ZeroMQ

@@ -85,6 +85,54 @@ def pack_responses(
     return RolloutOutput(responses, mask, lp, list(finish_reasons), list(prompt_index))
 
 
+@dataclasses.dataclass(frozen=True)
+class RoundShape:
+    """Per-prompt shape of one partial-rollout generate call (``docs/partial_rollout.md``).
+
+    ``samples[i]`` responses of prompt ``i`` (a continued sample is its own prompt: the original
+    prompt + its response so far, one sample), each at most ``max_tokens[i]`` new tokens (and
+    never more than ``SamplingParams.max_tokens``, which fixes each row's random draws). The call
+    may return once a share ``finish_share`` of its rows has finished (EOS or its own cap), but
+    not before every row of a prompt with ``must_finish[i]`` has: those are in their last
+    allowed round. Rows cut by the threshold come back shorter than their cap, reason
+    ``length``; the caller tells them apart by their length and last token."""
+
+    samples: list[int]
+    max_tokens: list[int]
+    must_finish: list[bool]
+    finish_share: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not len(self.samples) == len(self.max_tokens) == len(self.must_finish):
+            raise ValueError("samples, max_tokens and must_finish need one entry per prompt")
+        if any(n < 1 for n in self.samples) or any(t < 1 for t in self.max_tokens):
+            raise ValueError("each prompt needs >= 1 sample and >= 1 new token")
+        if not 0 < self.finish_share <= 1:
+            raise ValueError(f"finish_share = {self.finish_share}: must be in (0, 1]")
+
+    def select(self, index: Sequence[int]) -> RoundShape:
+        """The shape of the prompts ``index`` (an engine's share of the call)."""
+        return RoundShape(
+            [self.samples[i] for i in index],
+            [self.max_tokens[i] for i in index],
+            [self.must_finish[i] for i in index],
+            self.finish_share,
+        )
+
+
+def round_shape_of(prompts: int, params: SamplingParams, shape: RoundShape | None) -> RoundShape:
+    """``shape``, or the plain call's: ``params.n`` samples of ``params.max_tokens`` each."""
+    if shape is None:
+        return RoundShape([params.n] * prompts, [params.max_tokens] * prompts, [False] * prompts)
+    if len(shape.samples) != prompts:
+        raise ValueError(f"a round shape of {len(shape.samples)} prompts for {prompts} prompts")
+    if max(shape.max_tokens, default=0) > params.max_tokens:
+        raise ValueError(
+            f"a prompt's cap {max(shape.max_tokens)} exceeds max_tokens = {params.max_tokens}"
+        )
+    return shape
+
+
 class RolloutEngine(Protocol):
     """Generation colocated with training; weights arrive from the actor under HF names."""
 
@@ -92,8 +140,14 @@ class RolloutEngine(Protocol):
     awake: set[str]  # of ENGINE_TAGS
     keeps_weights_asleep: bool  # False: sleep() drops the weights and a sync must follow
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> RolloutOutput:
-        """Sample ``params.n`` responses for each prompt (token ids, no padding)."""
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        shape: RoundShape | None = None,
+    ) -> RolloutOutput:
+        """Sample ``params.n`` responses for each prompt (token ids, no padding); with
+        ``shape``, its per-prompt counts and caps (partial rollout)."""
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: int) -> int:
         """Replace weights from (HF name, full tensor) pairs; returns the number loaded."""

@@ -26,8 +26,10 @@ from mindspeed_rl.rollout.base import (
     ENGINE_TAGS,
     FinishReason,
     RolloutOutput,
+    RoundShape,
     eos_token_ids_of,
     pack_responses,
+    round_shape_of,
     wake_tags,
 )
 from mindspeed_rl.rollout.sampling import SamplingParams, sample_next
@@ -144,7 +146,16 @@ class HFRolloutEngine:
 
     # --- generation --------------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> RolloutOutput:
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        shape: RoundShape | None = None,
+    ) -> RolloutOutput:
+        """``params.n`` samples per prompt, or ``shape``'s per-prompt counts and caps. With
+        ``shape.finish_share`` < 1 the decoding loop of a chunk (at most ``max_num_seqs`` rows)
+        stops at the first step where that share of its rows is done and every must-finish row
+        is: this loop is ours, so stopping early costs nothing and keeps every token so far."""
         if any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         if self.awake != set(ENGINE_TAGS) or self._unfilled:
@@ -152,45 +163,45 @@ class HFRolloutEngine:
                 f"generate needs the engine awake with synced weights (awake: "
                 f"{sorted(self.awake)}, weights loaded since the wake-up: {not self._unfilled})"
             )
+        shape = round_shape_of(len(prompts), params, shape)
         # one stream per row (rollout/seeds.py): sample k of prompt i draws from
         # prompt_seed(seed, i) + k, as vLLM numbers the samples of a seeded request
         call_seed = params.seed if params.seed is not None else secrets.randbits(62)
-        rows = [(i, list(p)) for i, p in enumerate(prompts) for _ in range(params.n)]
+        rows = [i for i, count in enumerate(shape.samples) for _ in range(count)]
         streams = [
             torch.Generator().manual_seed(prompt_seed(call_seed, i) + k)
-            for i in range(len(prompts))
-            for k in range(params.n)
+            for i, count in enumerate(shape.samples)
+            for k in range(count)
         ]
         self.kv_cache_bytes = 0
         sequences: list[list[int]] = []
         log_probs: list[torch.Tensor] = []
         reasons: list[FinishReason] = []
         start = 0
-        for chunk in _chunks(prompts, params.n, self.max_num_seqs):
-            rows_in_chunk = sum(count for _, count in chunk)
+        for chunk in _chunks(prompts, shape, self.max_num_seqs):
+            rows_in_chunk = sum(count for _, count, _, _ in chunk)
             generators = streams[start : start + rows_in_chunk]
-            seqs, lps, why = self._generate_chunk(chunk, params, generators)
+            seqs, lps, why = self._generate_chunk(chunk, params, generators, shape.finish_share)
             sequences += seqs
             log_probs += lps
             reasons += why
             start += rows_in_chunk
-        return pack_responses(
-            sequences, log_probs, reasons, [i for i, _ in rows], self.pad_token_id
-        )
+        return pack_responses(sequences, log_probs, reasons, rows, self.pad_token_id)
 
     @torch.no_grad()
     def _generate_chunk(
         self,
-        chunk: list[tuple[list[int], int]],
+        chunk: list[tuple[list[int], int, int, bool]],
         params: SamplingParams,
         generators: list[torch.Generator],
+        finish_share: float = 1.0,
     ) -> tuple[list[list[int]], list[torch.Tensor], list[FinishReason]]:
-        """``chunk``: (prompt, rows) pairs. Each prompt is prefilled once and its KV cache,
+        """``chunk``: (prompt, rows, cap, must_finish) entries. Each prompt is prefilled once and its KV cache,
         last logits and mask are repeated for its rows: the n samples of a prompt share the
         prefill, as vLLM's prefix cache makes them share it (identical rows of a batched
         forward compute identical values, so the samples are those of a per-row prefill)."""
         device = self.device
-        prompts = [p for p, _ in chunk]
+        prompts = [p for p, _, _, _ in chunk]
         unique, width = len(prompts), max(len(p) for p in prompts)
         input_ids = torch.full((unique, width), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((unique, width), dtype=torch.long)
@@ -200,25 +211,30 @@ class HFRolloutEngine:
         input_ids, attention = input_ids.to(device), attention.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         eos = self.eos_token_ids.to(device)
-        rows_of = torch.repeat_interleave(
-            torch.arange(unique), torch.tensor([count for _, count in chunk])
-        ).to(device)
+        counts = torch.tensor([count for _, count, _, _ in chunk])
+        rows_of = torch.repeat_interleave(torch.arange(unique), counts).to(device)
         batch = int(rows_of.numel())
+        caps = torch.repeat_interleave(torch.tensor([c for _, _, c, _ in chunk]), counts)
+        caps = caps.to(device)
+        must = torch.repeat_interleave(torch.tensor([m for _, _, _, m in chunk]), counts)
+        must = must.to(device)
+        steps = int(caps.max())
 
         # each row's draws for every step at once, from its own stream: one call per row, not
-        # one per row and step
+        # one per row and step; always params.max_tokens of them, so a row's k-th draw does not
+        # depend on its cap (a round of partial rollout samples what a whole call would)
         uniforms = (
             None
             if params.greedy
             else torch.stack([torch.rand(params.max_tokens, generator=g) for g in generators])
         )
-        tokens = torch.empty((batch, params.max_tokens), dtype=torch.long, device=device)
-        token_lp = torch.zeros((batch, params.max_tokens), dtype=torch.float32, device=device)
-        lengths = torch.full((batch,), params.max_tokens, dtype=torch.long, device=device)
+        tokens = torch.empty((batch, steps), dtype=torch.long, device=device)
+        token_lp = torch.zeros((batch, steps), dtype=torch.float32, device=device)
+        lengths = caps.clone()
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         cache = None
         step_ids, step_positions = input_ids, positions
-        for step in range(params.max_tokens):
+        for step in range(steps):
             out = self.model(
                 input_ids=step_ids,
                 attention_mask=attention,
@@ -239,10 +255,13 @@ class HFRolloutEngine:
             )  # fmt: skip
             next_tokens = next_tokens.masked_fill(done, self.pad_token_id)
             tokens[:, step], token_lp[:, step] = next_tokens, next_lp
-            finished_now = ~done & torch.isin(next_tokens, eos)
+            finished_now = ~done & (torch.isin(next_tokens, eos) | (caps <= step + 1))
             lengths = torch.where(finished_now, step + 1, lengths)
             done |= finished_now
             if bool(done.all()):
+                break
+            if finish_share < 1 and _threshold_reached(done, must, finish_share):
+                lengths = torch.where(done, lengths, step + 1)  # cut: the tokens so far
                 break
             step_ids = next_tokens.unsqueeze(-1)
             step_positions = step_positions[:, -1:] + 1
@@ -258,20 +277,26 @@ class HFRolloutEngine:
         return sequences, log_probs, reasons
 
 
+def _threshold_reached(done: torch.Tensor, must: torch.Tensor, share: float) -> bool:
+    """A share of the rows is done and every must-finish row is."""
+    return bool(done.float().mean() >= share) and bool(done[must].all())
+
+
 def _chunks(
-    prompts: Sequence[Sequence[int]], n: int, max_rows: int
-) -> list[list[tuple[list[int], int]]]:
-    """Rows in prompt order, ``n`` per prompt, cut into chunks of at most ``max_rows`` rows. A
-    prompt's rows stay in one chunk (one prefill for them all) unless ``n > max_rows``."""
-    chunks: list[list[tuple[list[int], int]]] = []
+    prompts: Sequence[Sequence[int]], shape: RoundShape, max_rows: int
+) -> list[list[tuple[list[int], int, int, bool]]]:
+    """Rows in prompt order, ``shape.samples[i]`` of prompt i, cut into chunks of at most
+    ``max_rows`` rows as (prompt, rows, cap, must_finish) entries. A prompt's rows stay in one
+    chunk (one prefill for them all) unless they are more than ``max_rows``."""
+    chunks: list[list[tuple[list[int], int, int, bool]]] = []
     current, size = [], 0
-    for prompt in prompts:
+    for prompt, n, cap, must in zip(prompts, shape.samples, shape.max_tokens, shape.must_finish):
         pieces = [n] if n <= max_rows else [max_rows] * (n // max_rows) + [n % max_rows]
         for rows in filter(None, pieces):
             if size + rows > max_rows:
                 chunks.append(current)
                 current, size = [], 0
-            current.append((list(prompt), rows))
+            current.append((list(prompt), rows, cap, must))
             size += rows
     if current:
         chunks.append(current)

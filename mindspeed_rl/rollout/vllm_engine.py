@@ -28,7 +28,9 @@ from mindspeed_rl.rollout.base import (
     ENGINE_TAGS,
     FinishReason,
     RolloutOutput,
+    RoundShape,
     pack_responses,
+    round_shape_of,
     wake_tags,
 )
 from mindspeed_rl.rollout.sampling import SamplingParams
@@ -218,21 +220,24 @@ class VLLMRolloutEngine:
         # uses the device's allocated bytes instead
         return {"engine_weights": None, "kv_cache": None}
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> RolloutOutput:
-        from vllm import SamplingParams as VLLMSamplingParams  # noqa: PLC0415
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        shape: RoundShape | None = None,
+    ) -> RolloutOutput:
+        """``params.n`` samples per prompt, or ``shape``'s per-prompt counts and caps (one
+        request per prompt, ``n`` and ``max_tokens`` in its own SamplingParams). With
+        ``shape.finish_share`` < 1: ``_generate_until_share``."""
         from vllm.inputs import TokensPrompt  # noqa: PLC0415
 
+        shape = round_shape_of(len(prompts), params, shape)
+        if shape.finish_share < 1:
+            return self._generate_until_share(prompts, params, shape)
         # one request per prompt with its own seed (rollout/seeds.py); vLLM seeds sample k of a
-        # request with that seed plus k, as the hf engine does
+        # request with that seed plus k (v1/engine/parallel_sampling.py), as the hf engine does
         per_prompt = [
-            VLLMSamplingParams(
-                **sampling_kwargs(
-                    dataclasses.replace(
-                        params, seed=None if params.seed is None else prompt_seed(params.seed, i)
-                    ),
-                    self.eos_token_ids,
-                )
-            )
+            self._request_params(params, i, shape.samples[i], shape.max_tokens[i])
             for i in range(len(prompts))
         ]
         outputs = self._llm.generate(
@@ -241,12 +246,75 @@ class VLLMRolloutEngine:
         sequences, log_probs, reasons, index = [], [], [], []
         for i, request in enumerate(outputs):
             for completion in sorted(request.outputs, key=lambda c: c.index):
-                ids = list(completion.token_ids)
+                ids, lp, reason = _completion_of(completion)
                 sequences.append(ids)
-                log_probs.append(
-                    [step[token].logprob for step, token in zip(completion.logprobs, ids)]
-                )
-                reason: FinishReason = "stop" if completion.finish_reason == "stop" else "length"
+                log_probs.append(lp)
                 reasons.append(reason)
                 index.append(i)
         return pack_responses(sequences, log_probs, reasons, index, self.pad_token_id)
+
+    def _request_params(self, params: SamplingParams, prompt: int, n: int, max_tokens: int):
+        from vllm import SamplingParams as VLLMSamplingParams  # noqa: PLC0415
+
+        seed = None if params.seed is None else prompt_seed(params.seed, prompt)
+        ours = dataclasses.replace(params, n=n, max_tokens=max_tokens, seed=seed)
+        return VLLMSamplingParams(**sampling_kwargs(ours, self.eos_token_ids))
+
+    def _generate_until_share(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, shape: RoundShape
+    ) -> RolloutOutput:
+        """Threshold mode: the engine is stepped (``LLMEngine.add_request`` / ``step`` /
+        ``abort_request``, vllm/v1/engine/llm_engine.py, 0.32) with one request per row (the
+        seed of sample k is the request's seed + k, as vLLM's own fan-out gives it) and
+        cumulative outputs, so every step reports each row's tokens so far; once the share of
+        finished rows is reached and every must-finish row is done, the rest are aborted and
+        keep the tokens of their last output. Under external_launcher every TP peer steps its
+        own engine on the same outputs, so all peers stop at the same step."""
+        from vllm.inputs import TokensPrompt  # noqa: PLC0415
+        from vllm.sampling_params import RequestOutputKind  # noqa: PLC0415
+
+        engine = self._llm.llm_engine
+        self._calls = getattr(self, "_calls", 0) + 1
+        rows: list[tuple[int, str, bool]] = []  # (prompt, request id, must finish)
+        for i, prompt in enumerate(prompts):
+            for k in range(shape.samples[i]):
+                row_params = self._request_params(params, i, 1, shape.max_tokens[i])
+                if row_params.seed is not None:
+                    row_params.seed += k
+                row_params.output_kind = RequestOutputKind.CUMULATIVE
+                request_id = f"mrl-partial-{self._calls}-{len(rows)}"
+                engine.add_request(request_id, TokensPrompt(prompt_token_ids=list(prompt)),
+                                   row_params)  # fmt: skip
+                rows.append((i, request_id, shape.must_finish[i]))
+        latest: dict[str, object] = {}
+        finished: set[str] = set()
+        must = {request_id for _, request_id, m in rows if m}
+        while engine.has_unfinished_requests():
+            for output in engine.step():
+                latest[output.request_id] = output.outputs[0]
+                if output.finished:
+                    finished.add(output.request_id)
+            if len(finished) >= shape.finish_share * len(rows) and must <= finished:
+                open_ids = [r for _, r, _ in rows if r not in finished]
+                if open_ids:
+                    engine.abort_request(open_ids)
+                break
+        sequences, log_probs, reasons, index = [], [], [], []
+        for i, request_id, _ in rows:
+            completion = latest.get(request_id)
+            ids, lp, reason = (
+                ([], [], "length") if completion is None else _completion_of(completion)
+            )
+            sequences.append(ids)
+            log_probs.append(lp)
+            reasons.append(reason)
+            index.append(i)
+        return pack_responses(sequences, log_probs, reasons, index, self.pad_token_id)
+
+
+def _completion_of(completion) -> tuple[list[int], list[float], FinishReason]:
+    """A vLLM ``CompletionOutput``'s tokens, their log-probs and our finish reason."""
+    ids = list(completion.token_ids)
+    lp = [step[token].logprob for step, token in zip(completion.logprobs or [], ids)]
+    reason: FinishReason = "stop" if completion.finish_reason == "stop" else "length"
+    return ids, lp, reason

@@ -36,6 +36,11 @@ from mindspeed_rl.rollout.sampling import SamplingParams
 from mindspeed_rl.trainer import batch as batch_ops
 from mindspeed_rl.trainer.metrics import MetricsSink, non_finite
 from mindspeed_rl.trainer.profiling import IterationProfiler
+from mindspeed_rl.trainer.rollout_buffer import (
+    PartialRolloutBuffer,
+    log_prob_gap_by_age,
+    policy_age_metrics,
+)
 from mindspeed_rl.workers.actor_group import ActorGroup, RolloutGroup
 from mindspeed_rl.workers.group import WorkerGroup
 from mindspeed_rl.workers.reference import needs_reference
@@ -96,6 +101,18 @@ class DAPOTrainer:
         # dataset indices of the prompts generated for, per iteration (resume checks use them)
         self.prompt_log: list[list[int]] = []
         self._iteration_prompts: list[int] = []
+        # partial rollout: samples in flight between rounds (None: every round runs to the end)
+        self.buffer = (
+            PartialRolloutBuffer(
+                rl.partial_rollout_max_split,
+                rl.rollout_max_tokens,
+                self.n,
+                self.eos,
+                finish_share=rl.rollout_threshold_rate,
+            )  # fmt: skip
+            if rl.partial_rollout_max_split > 1
+            else None
+        )
 
     # --- phases ------------------------------------------------------------------------------
 
@@ -152,6 +169,8 @@ class DAPOTrainer:
 
     def collect_batch(self, timer: Timer) -> tuple[TensorDict, dict[str, float]]:
         """Generation batches until dynamic sampling has its prompts (or one batch without it)."""
+        if self.buffer is not None:
+            return self._collect_partial(timer)
         generated: list[TensorDict] = []
         reward_metrics: dict[str, float] = {}
         rounds = 0
@@ -179,16 +198,99 @@ class DAPOTrainer:
                     check.num_groups - check.num_kept_groups
                 )
                 break
-        everything = torch.cat(generated) if len(generated) > 1 else generated[0]
+        return trained, self._collection_metrics(generated, ds_metrics, reward_metrics)
+
+    def _collection_metrics(self, scored: list[TensorDict], ds_metrics: dict,
+                            reward_metrics: dict) -> dict[str, float]:  # fmt: skip
+        """The metrics of an iteration's scored batches (reward metrics summed over them)."""
+        everything = torch.cat(scored) if len(scored) > 1 else scored[0]
         metrics = {**ds_metrics, **self._rollout_metrics(everything)}
+        count = len(scored)
         metrics.update(
-            {k: v / rounds if k.endswith(("mean", "acc")) else v for k, v in reward_metrics.items()}
+            {k: v / count if k.endswith(("mean", "acc")) else v for k, v in reward_metrics.items()}
         )
         if self.sampler is not None and metrics.get("dynamic_sampling/generated_groups"):
             metrics["dynamic_sampling/kept_group_ratio"] = (
                 metrics["dynamic_sampling/kept_groups"]
                 / metrics["dynamic_sampling/generated_groups"]
             )
+        return metrics
+
+    def _partial_round(self, rounds: int) -> dict[str, float]:
+        """One partial-rollout round: a fresh batch of prompts joins while fewer than
+        (N - 1) x global_batch_size groups are unfinished (and always in an iteration's first
+        round), then every unfinished sample is continued, the started ones first."""
+        rl, gbs = self.config.rl_config, self.config.actor.global_batch_size
+        limit = (rl.partial_rollout_max_split - 1) * gbs
+        if rounds == 0 or self.buffer.unfinished_groups() < limit:
+            prompts = self.loader.next_batch()
+            self._iteration_prompts.extend(prompts.indices)
+            self.buffer.admit(
+                prompts.prompt_ids, prompts.texts("labels"), prompts.indices, self.actor_version
+            )
+        request = self.buffer.round_request()
+        params = self._sampling(self.n, self.iteration * 1000 + rounds)
+        out = self.rollout.generate(request.contexts, params, request.shape)
+        tokens = self.buffer.absorb(request, out, self.actor_version)
+        return {"continued": float(request.continued), "tokens": float(tokens)}
+
+    def _groups_batch(self, groups) -> TensorDict:
+        rl = self.config.rl_config
+        batch = PartialRolloutBuffer.batch_of(
+            groups, pad_token_id=self.pad, max_prompt_length=rl.max_prompt_length,
+            max_tokens=rl.rollout_max_tokens,
+        )  # fmt: skip
+        scored = self._score(batch)
+        for key in ("score", "filter_metric", "acc", "overlong_penalty", "truncated"):
+            batch.set(key, scored[key])
+        return batch, scored["metrics"]
+
+    def _collect_partial(self, timer: Timer) -> tuple[TensorDict, dict[str, float]]:
+        """Rounds until the iteration has its groups: ``global_batch_size`` complete groups, the
+        oldest first (later ones wait, unless waiting would age them past N - 1: those are
+        dropped, ``partial_rollout/expired_groups``), or, with dynamic sampling, until the
+        sampler has its prompts from the groups completed so far (surplus dropped as in DAPO)."""
+        rl, gbs = self.config.rl_config, self.config.actor.global_batch_size
+        scored_batches, reward_metrics, totals = [], {}, {"continued": 0.0, "tokens": 0.0}
+        expired, rounds = [], 0
+        while True:
+            with timer.phase("gen"):
+                for key, value in self._partial_round(rounds).items():
+                    totals[key] += value
+            rounds += 1
+            if self.sampler is None:
+                if sum(g.complete for g in self.buffer.groups) < gbs:
+                    continue
+                # a group left waiting now would be older than N - 1 at the next update
+                oldest_allowed = self.actor_version - (rl.partial_rollout_max_split - 1)
+                taken, expired = self.buffer.pop_complete(gbs, must_before=oldest_allowed)
+                with timer.phase("reward"):
+                    trained, metrics = self._groups_batch(taken)
+                scored_batches.append(trained)
+                reward_metrics = {k: float(v) for k, v in metrics.items()}
+                ds_metrics = {"dynamic_sampling/num_gen_batches": float(rounds)}
+                break
+            taken, _ = self.buffer.pop_complete()
+            if not taken:
+                continue
+            with timer.phase("reward"):
+                batch, metrics = self._groups_batch(taken)
+            scored_batches.append(batch)
+            for key, value in metrics.items():
+                reward_metrics[key] = reward_metrics.get(key, 0.0) + float(value)
+            self.sampler.add(batch, batch["filter_metric"])
+            if self.sampler.ready:
+                trained, ds_metrics = self.sampler.take(divisor=self._row_divisor())
+                break
+        metrics = self._collection_metrics(scored_batches, ds_metrics, reward_metrics)
+        metrics.update({
+            "partial_rollout/rounds": float(rounds),
+            "partial_rollout/continued_samples": totals["continued"],
+            "partial_rollout/generated_tokens": totals["tokens"],
+            "partial_rollout/buffered_samples": float(self.buffer.unfinished_samples()),
+            "partial_rollout/buffered_groups": float(len(self.buffer.groups)),
+            "partial_rollout/expired_groups": float(len(expired)),
+        })  # fmt: skip
         return trained, metrics
 
     def _row_divisor(self) -> int:
@@ -266,13 +368,24 @@ class DAPOTrainer:
                 batch = batch_ops.shuffle_rows(batch, self.config.actor.seed, self.iteration)
             planned = self.actor.plan(batch, self._mini_batches(len(batch)))
             metrics.update(planned.metrics)
-            if planned.update.mini_batches * rl.epochs > 1 or rl.use_kl_in_reward:
+            versions = batch.get("rollout_versions", None)
+            off_policy = versions is not None and bool(
+                (versions[batch["response_mask"].bool()] < self.actor_version).any()
+            )
+            if versions is not None:
+                metrics.update(policy_age_metrics(versions, batch["loss_mask"], self.actor_version))
+            if planned.update.mini_batches * rl.epochs > 1 or rl.use_kl_in_reward or off_policy:
                 with timer.phase("old_log_prob"):
                     batch.set("old_log_probs", self.actor.log_probs(batch, planned))
                 mask = batch["response_mask"].bool()
                 metrics["rollout/log_prob_diff_vs_actor"] = float(
                     (batch["old_log_probs"] - batch["rollout_log_probs"])[mask].abs().mean()
                 )
+                if versions is not None:
+                    metrics.update(log_prob_gap_by_age(
+                        batch["old_log_probs"], batch["rollout_log_probs"], versions, mask,
+                        self.actor_version,
+                    ))  # fmt: skip
             if self.kl_ctrl is not None:
                 with timer.phase("ref_log_prob"):
                     batch.set("ref_log_probs", self.actor.log_probs(batch, planned, reference=True))
@@ -296,6 +409,11 @@ class DAPOTrainer:
             tokens / metrics["timing/total"] / len(self.info)
         )
         metrics["throughput/trained_samples"] = float(len(batch))
+        # the phase partial rollout targets, per sample that reached the update
+        metrics["throughput/gen_s_per_trained_sample"] = metrics["timing/gen"] / len(batch)
+        metrics["throughput/trained_response_tokens_per_s"] = (
+            float(batch["response_mask"].sum()) / metrics["timing/total"]
+        )
         return metrics
 
     def _compute_share(self, total: float) -> dict[str, float]:
@@ -343,6 +461,7 @@ class DAPOTrainer:
             "dynamic_sampling": self.sampler.state_dict() if self.sampler is not None else None,
             "actor_version": int(self.actor_version),
             "kl_ctrl": self.kl_ctrl.state_dict() if self.kl_ctrl is not None else None,
+            "partial_rollout": self.buffer.state_dict() if self.buffer is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -353,6 +472,15 @@ class DAPOTrainer:
         self.actor_version = int(state["actor_version"])
         if self.kl_ctrl is not None and state.get("kl_ctrl") is not None:
             self.kl_ctrl.load_state_dict(state["kl_ctrl"])
+        carried = state.get("partial_rollout")
+        if self.buffer is not None and carried is not None:
+            self.buffer.load_state_dict(carried)
+        elif carried and carried["groups"]:
+            logger.warning(
+                "the checkpoint holds %d partial-rollout groups in flight; with "
+                "rl_config.partial_rollout_max_split <= 1 they are dropped",
+                len(carried["groups"]),
+            )
 
     def save_checkpoint(self) -> None:
         """Every rank writes its shard; then one finalizer per storage domain renames and moves

@@ -17,7 +17,7 @@ import torch
 from tensordict import TensorDict
 
 from mindspeed_rl.config.schema import RunConfig
-from mindspeed_rl.rollout.base import RolloutOutput, pack_responses
+from mindspeed_rl.rollout.base import RolloutOutput, RoundShape, pack_responses
 from mindspeed_rl.rollout.sampling import SamplingParams
 from mindspeed_rl.rollout.seeds import engine_seed
 from mindspeed_rl.workers.actor import UpdateBatch
@@ -174,12 +174,21 @@ class RolloutGroup:
         self.engines = len(infos) // infer_tp
         self.pad_token_id = infos[0].pad_token_id
 
-    def generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> RolloutOutput:
+    def generate(
+        self, prompt_ids: list[list[int]], params: SamplingParams, shape: RoundShape | None = None
+    ) -> RolloutOutput:
         """Prompts split over the engines (TP peers of an engine get the same share), outputs
-        back in prompt order (the n samples of a prompt consecutive)."""
+        back in prompt order (the samples of a prompt consecutive); ``shape``: per-prompt
+        counts and caps of a partial-rollout round, split the same way."""
         chunks = [prompt_ids[e :: self.engines] for e in range(self.engines)]
+        shapes = [
+            None if shape is None else shape.select(range(e, len(prompt_ids), self.engines))
+            for e in range(self.engines)
+        ]
         per_rank = [
-            (chunks[r // self.tp], _with_seed(params, r // self.tp)) for r in range(len(self.infos))
+            (chunks[r // self.tp], _with_seed(params, r // self.tp))
+            + (() if shape is None else (shapes[r // self.tp],))
+            for r in range(len(self.infos))
         ]
         outputs = self.workers.call("generate", per_rank=per_rank)
         # one TP peer per engine sends its outputs back (``WorkerInfo.returns_rollout``)

@@ -14,7 +14,7 @@ import socket
 import torch
 
 from mindspeed_rl.config.schema import RunConfig
-from mindspeed_rl.rollout.base import RolloutOutput
+from mindspeed_rl.rollout.base import RolloutOutput, RoundShape
 from mindspeed_rl.rollout.sampling import SamplingParams
 from mindspeed_rl.workers.residency import PHASES, MemoryLedger, enter_phase
 from mindspeed_rl.workers.rows import chunk_bounds
@@ -178,7 +178,9 @@ class IntegratedWorker:
         self._enter("generate")
         return self.engine.weight_version, self.actor_version
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> RolloutOutput | None:
+    def generate(
+        self, prompts: list[list[int]], params: SamplingParams, shape: RoundShape | None = None
+    ) -> RolloutOutput | None:
         # every rank gets this call, so a re-sync (a collective) happens on all of them together
         if not self.engine_has_weights:
             self.sync_weights()
@@ -189,7 +191,7 @@ class IntegratedWorker:
         # (LLMEngine.has_unfinished_requests_dp); a rank that skipped the call would leave them
         # waiting for it
         with self.compute.phase("gen"):
-            out = self.engine.generate(prompts, params)
+            out = self.engine.generate(prompts, params, shape)
         self._record("generate")  # with the KV cache's peak
         if not prompts:
             return None

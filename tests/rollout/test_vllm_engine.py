@@ -139,3 +139,50 @@ def test_truncated_sampling_renormalises_vllm_log_probs(setup):
             for row, t in enumerate(_rows(out))
         ]  # fmt: skip
         assert torch.cat(diffs).mean().item() > 0.05, truncation
+
+
+def test_a_round_shape_gives_each_prompt_its_samples_and_cap(setup):
+    """Partial rollout's calls: per-prompt counts and caps in one call; a continued sample (prompt
+    + its response so far as the context) scores its new tokens on that whole context."""
+    from mindspeed_rl.rollout.base import RoundShape
+
+    engine, params = setup["engine"], SamplingParams(n=2, temperature=1.0, max_tokens=12, seed=3)
+    whole = engine.generate(PROMPTS, params)
+    partial = _rows(whole)[2][:3]  # a response so far of prompt 1
+    contexts = [PROMPTS[0], PROMPTS[1] + partial, PROMPTS[2]]
+    shape = RoundShape([2, 1, 3], [4, 12, 2], [False, True, False])
+    out = engine.generate(contexts, params, shape)
+    assert out.prompt_index == [0, 0, 1, 2, 2, 2]
+    caps = [4, 4, 12, 2, 2, 2]
+    model = _hf_model(setup["first"])
+    for row, (p, tokens) in enumerate(zip(out.prompt_index, _rows(out))):
+        assert len(tokens) == caps[row] or tokens[-1] in setup["eos"]
+        expected = _forward_log_probs(model, contexts[p], tokens, 1.0).squeeze(-1)
+        assert (out.rollout_log_probs[row, : len(tokens)] - expected).abs().max() <= 1e-4
+    # prompt 0's samples are the plain call's, cut at the cap (the same seeded streams)
+    assert _rows(out)[:2] == [r[:4] for r in _rows(whole)[:2]]
+
+
+def test_the_threshold_stops_the_engine_at_the_share_and_waits_for_must_finish(setup):
+    """rollout_threshold_rate: the stepped engine (LLMEngine.step / abort_request) returns once
+    the share of rows has finished and every must-finish row has; cut rows keep their tokens so
+    far, each the token the unstopped call samples (the same per-row seeds)."""
+    from mindspeed_rl.rollout.base import RoundShape
+
+    engine = setup["engine"]
+    params = SamplingParams(n=4, temperature=1.0, max_tokens=24, seed=8)
+    # 4 of 9 rows end at step 6 (the share), the must-finish row at step 10: then the rest stop
+    full = RoundShape([4, 4, 1], [6, 24, 10], [False, False, True])
+    cut = RoundShape([4, 4, 1], [6, 24, 10], [False, False, True], finish_share=0.3)
+    contexts = [PROMPTS[0], PROMPTS[2], PROMPTS[3]]
+    whole, early = engine.generate(contexts, params, full), engine.generate(contexts, params, cut)
+    whole_rows, early_rows = _rows(whole), _rows(early)
+    assert early.prompt_index == whole.prompt_index
+    for a, b in zip(whole_rows, early_rows):
+        assert a[: len(b)] == b  # a prefix of what the unstopped call samples
+    assert early_rows[-1] == whole_rows[-1]  # the must-finish row ran to its end
+    caps = [6] * 4 + [24] * 4 + [10]
+    ended = sum(len(r) == cap or r[-1] in setup["eos"] for r, cap in zip(early_rows, caps))
+    assert ended >= 0.3 * len(early_rows)
+    assert sum(map(len, early_rows)) < sum(map(len, whole_rows))  # stopped early
+    assert not engine._llm.llm_engine.has_unfinished_requests()  # the rest was aborted

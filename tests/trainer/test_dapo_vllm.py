@@ -41,3 +41,25 @@ def test_dapo_with_the_vllm_engine_trains(small_assets):
         assert metrics["rollout/log_prob_diff_vs_actor"] < 1e-4, metrics
         assert math.isfinite(metrics["actor/pg_loss"]) and metrics["actor/grad_norm"] > 0
         assert metrics["actor/weight_version"] == metrics["iteration"]  # synced every step
+
+
+def test_partial_rollout_with_the_vllm_engine(small_assets, tmp_path):
+    """Partial rollout's rounds through vLLM (per-request caps, a continued sample as prompt +
+    response so far; a threshold: the stepped engine): every sample ends within N rounds, the
+    trained tokens are at most N - 1 updates old, and the fresh tokens' log-probs equal the
+    actor's."""
+    config = training_config(
+        small_assets, ITERATIONS, "generate_config.engine=vllm", "generate_config.dtype=float32",
+        f"generate_config.kv_cache_memory_bytes={KV_CACHE_BYTES}",
+        "rl_config.rollout_max_tokens=48", "generate_config.sampling_config.max_tokens=48",
+        "rl_config.overlong_buffer=16", "rl_config.partial_rollout_max_split=2",
+        "rl_config.rollout_threshold_rate=0.9", "rl_config.filter_groups_enable=false",
+        "megatron_training.global_batch_size=8", "rl_config.mini_batch_size=8",
+        "rl_config.tis_imp_ratio_cap=2.0",
+    )  # fmt: skip
+    history = run_training(config, log_dir=str(tmp_path / "logs")).history
+    assert any(h["partial_rollout/continued_samples"] > 0 for h in history)
+    for h in history:
+        assert h["partial_rollout/age_max"] <= 1 and math.isfinite(h["actor/pg_loss"])
+        if "partial_rollout/log_prob_gap_age0" in h:
+            assert h["partial_rollout/log_prob_gap_age0"] < 1e-4

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -80,7 +81,10 @@ def _train(args: argparse.Namespace) -> int:
         )
         return EXIT_INPUT
     host = host_platform()
-    platform = args.platform or host
+    # a run that joins a cluster (RAY_ADDRESS) runs on that cluster's devices, which may not be
+    # this host's (a CPU head node): the workers apply the platform rules there
+    joins = not args.dry_run and os.environ.get("RAY_ADDRESS")
+    platform = args.platform or (None if joins else host)
     try:
         config = load_run_config(args.config_name, args.config_path, args.overrides, platform)
     except ConfigError as err:

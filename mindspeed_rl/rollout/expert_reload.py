@@ -105,6 +105,32 @@ def _checkpoint_shape(layer, attr: str) -> tuple[int, int, int]:
     return (experts, 2 * inter, hidden) if attr == "w13_weight" else (experts, hidden, inter)
 
 
+def _is_wake_up_view(layer, attr: str, data: torch.Tensor) -> bool:
+    """A checkpoint-shaped transposed view of the kernel's contiguous storage (what vllm-ascend
+    v0.23.0's ``wake_up`` leaves)."""
+    return (
+        data.shape == _checkpoint_shape(layer, attr)
+        and not data.is_contiguous()
+        and data.transpose(1, 2).is_contiguous()
+        and not hasattr(getattr(layer, attr), "weight_loader")
+    )
+
+
+def restore_kernel_layout(model: torch.nn.Module) -> int:
+    """After a wake-up of the weights: every expert weight that vllm-ascend v0.23.0's ``wake_up``
+    left as a checkpoint-shaped view goes back to the kernel's layout over the same storage
+    (its kernel reads ``[E, H, 2I]`` / ``[E, I, H]``: a generate without a sync in between would
+    otherwise run on transposed experts). Returns how many were put back."""
+    restored = 0
+    for _, layer in expert_layers(model):
+        for attr in WEIGHTS:
+            data = getattr(layer, attr).data
+            if _is_wake_up_view(layer, attr, data):
+                setattr(layer, attr, torch.nn.Parameter(data.transpose(1, 2), requires_grad=False))
+                restored += 1
+    return restored
+
+
 def _prepare(name: str, layer) -> _Layer:
     state = _Layer(name, layer, set(), {}, {}, post_process=False)
     for attr in WEIGHTS:

@@ -211,6 +211,9 @@ class VLLMRolloutEngine:
             return
         if self.has_sleep_mode:
             self._llm.wake_up(tags=missing)
+            if "weights" in missing:
+                # vllm-ascend v0.23.0's wake_up leaves MoE experts as transposed views
+                self._llm.apply_model(expert_reload.restore_kernel_layout)
         else:
             logger.info("vLLM wake_up(%s): no sleep mode on this platform; nothing to do", missing)
         self.awake.update(missing)

@@ -199,6 +199,11 @@ class LLMStandIn:
     def reset_prefix_cache(self):
         return True
 
+    def wake_up(self, tags=None):
+        """vllm-ascend v0.23.0 ``NPUWorker.wake_up`` (the allocator's part is not modelled)."""
+        if tags is None or "weights" in tags:
+            wake_up_v023(self.model)
+
 
 def hf_experts(seed):
     g = torch.Generator().manual_seed(seed)
@@ -276,3 +281,20 @@ def test_an_unknown_layout_is_refused():
     layer.w2_weight = torch.nn.Parameter(torch.zeros(E, 7, 7), requires_grad=False)
     with pytest.raises(RuntimeError, match="w2_weight: shape"):
         expert_reload.load_weights(Qwen3MoeStandIn(layer), [])
+
+
+def test_a_wake_up_without_a_sync_leaves_the_kernel_layout():
+    """vllm-ascend v0.23.0: the engine woken (weights, then KV cache) generates with the kernel
+    layout also when no sync follows (a generate after a sleep that kept the weights)."""
+    model = Qwen3MoeStandIn(FusedMoEStandIn(AscendMethod("v0.23.0")))
+    weights = hf_experts(0)
+    model.load_weights(weights.items())
+    model.experts.quant_method.process_weights_after_loading(model.experts)
+    engine = engine_over(model)
+    engine.has_sleep_mode, engine.awake = True, set()
+    engine.wake_up(["weights"])
+    engine.wake_up(["kv_cache"])
+    x = torch.randn(3, H, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(
+        model.experts.quant_method.apply(model.experts, x), reference(weights, x, 0, 1, range(E))
+    )

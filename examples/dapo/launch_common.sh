@@ -195,7 +195,7 @@ if [ "$ROLE" = head ]; then
   [ "$RAY_AUTH_MODE" = token ] && make_token
   echo "starting Ray's head at $CURRENT_IP:$RAY_PORT ($NPUS_PER_NODE x $DEVICE_RESOURCE)"
   # Ray gives its raylet a fixed 30 s to register (ray/_private/node.py): on an overloaded host
-  # that start-up can time out, and a second try usually succeeds
+  # that start-up can time out: up to 3 tries
   for attempt in 1 2 3; do
     start_ray "${RAY_START_WAIT_S:-300}" "${HEAD_CMD[@]}" && break
     if [ $attempt -lt 3 ] && grep -q "timed out during startup" <(tail -n 30 "$RAY_LOG"); then

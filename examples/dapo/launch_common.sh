@@ -194,7 +194,16 @@ if [ "$ROLE" = head ]; then
   fi
   [ "$RAY_AUTH_MODE" = token ] && make_token
   echo "starting Ray's head at $CURRENT_IP:$RAY_PORT ($NPUS_PER_NODE x $DEVICE_RESOURCE)"
-  start_ray "${RAY_START_WAIT_S:-300}" "${HEAD_CMD[@]}" || { tail -n 20 "$RAY_LOG" >&2; fail "Ray's head did not start (RAY_PORT=$RAY_PORT on $CURRENT_IP); log: $RAY_LOG"; }
+  # Ray gives its raylet a fixed 30 s to register (ray/_private/node.py): on an overloaded host
+  # that start-up can time out: up to 3 tries
+  for attempt in 1 2 3; do
+    start_ray "${RAY_START_WAIT_S:-300}" "${HEAD_CMD[@]}" && break
+    if [ $attempt -lt 3 ] && grep -q "timed out during startup" <(tail -n 30 "$RAY_LOG"); then
+      echo "Ray's head timed out during its start-up (attempt $attempt of 3); retrying"; continue
+    fi
+    tail -n 20 "$RAY_LOG" >&2
+    fail "Ray's head did not start (RAY_PORT=$RAY_PORT on $CURRENT_IP); log: $RAY_LOG"
+  done
   # the trainer joins this cluster, and no other, only through RAY_ADDRESS (without it, it would
   # start a local cluster of its own)
   export RAY_ADDRESS="$CURRENT_IP:$RAY_PORT"

@@ -1,12 +1,13 @@
 """Padded vs packed vs packed + token-budget micro-batches on the quickstart's chain-of-thought
 task. CPU, one run.
 
-    python benchmarks/bench_packing.py [--rows 64] [--repeats 2] [--seed 0]
+    python benchmarks/bench_packing.py [--mix task|long] [--rows 64] [--repeats 2] [--seed 0]
 
 The batch: ``--rows`` problems of the quickstart's task (``mindspeed_rl.quickstart.math_task``),
 each prompt as the chat template renders it and each response the reference step-by-step solution
 (+ eos), tokenized by the quickstart's toy tokenizer: prompts of 39-84 tokens, responses of 20-140
-with a long tail (median 36, p90 68), the length mix the e2e tests and the demo train on. One
+with a long tail (median 36, p90 68), the length mix the e2e tests and the demo train on
+(``--mix long``: DAPO's long responses scaled down for a CPU, ``_long_mix``). One
 mini-batch through the real actor (``MegatronActor.backward_mini_batch``: a 2-layer GPTModel,
 hidden 128, fp32, the project's CPU attention), each mode in a fresh child process:
 
@@ -47,7 +48,7 @@ def _high_water_bytes() -> int:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
 
 
-def _batch(rows: int, seed: int = 0):
+def _task_mix(rows: int, seed: int = 0):
     """Prompts left-padded, reference responses right-padded (the batch contract), token ids of the
     quickstart's tokenizer; the advantages are random (the step's cost does not depend on them)."""
     import tempfile
@@ -88,7 +89,25 @@ def _batch(rows: int, seed: int = 0):
     return prompts, prompt_mask, responses, response_mask, advantages
 
 
-def _measure(mode: str, rows: int, repeats: int, seed: int, port: int, queue) -> None:
+def _long_mix(rows: int, seed: int = 0):
+    """``--mix long``: prompts of 32-128 tokens, responses log-normal (median 300, sigma 0.9, cut
+    at 1536): DAPO's 1.5k-20k-token responses scaled down ~13x."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    prompt_len = torch.randint(32, 129, (rows,), generator=g)
+    response_len = (torch.randn(rows, generator=g) * 0.9 + torch.log(torch.tensor(300.0))).exp()
+    response_len = response_len.long().clamp(16, 1536)
+    width_p, width_r = int(prompt_len.max()), int(response_len.max())
+    prompt_mask = (torch.arange(width_p) >= width_p - prompt_len[:, None]).long()
+    response_mask = (torch.arange(width_r) < response_len[:, None]).long()
+    prompts = torch.randint(1, 512, (rows, width_p), generator=g) * prompt_mask
+    responses = torch.randint(1, 512, (rows, width_r), generator=g) * response_mask
+    advantages = torch.randn(rows, 1, generator=g).expand(rows, width_r).contiguous()
+    return prompts, prompt_mask, responses, response_mask, advantages
+
+
+def _measure(mode: str, mix: str, rows: int, repeats: int, seed: int, port: int, queue) -> None:
     import os
 
     import torch
@@ -107,13 +126,13 @@ def _measure(mode: str, rows: int, repeats: int, seed: int, port: int, queue) ->
     from mindspeed_rl.workers.rows import to_megatron_rows
 
     init_distributed(master_port=port)
-    prompts, prompt_mask, responses, response_mask, advantages = _batch(rows, seed)
+    prompts, prompt_mask, responses, response_mask, advantages = MIXES[mix](rows, seed)
     megatron_rows = to_megatron_rows(prompts, prompt_mask, responses, response_mask, 0)
     lengths = megatron_rows.lengths
     longest = int(lengths.max())
     model = ModelConfig(
         num_layers=2, hidden_size=128, ffn_hidden_size=256, num_attention_heads=2,
-        max_position_embeddings=256, padded_vocab_size=512,
+        max_position_embeddings=2048, padded_vocab_size=512,
     )  # fmt: skip
     rl = RLConfig(
         actor_resource={"num_npus": 1}, n_samples_per_prompt=2, max_prompt_length=128,
@@ -121,7 +140,7 @@ def _measure(mode: str, rows: int, repeats: int, seed: int, port: int, queue) ->
         use_dynamic_bsz=mode == "packed+dynamic",
     )  # fmt: skip
     actor_cfg = MegatronConfig(
-        model="bench", global_batch_size=rows // 2, seq_length=256, train_iters=1, lr=1e-4
+        model="bench", global_batch_size=rows // 2, seq_length=2048, train_iters=1, lr=1e-4
     )
     actor = MegatronActor(model, actor_cfg, rl, ParallelLayout(), total_optimizer_steps=1)
     shares = data_parallel_shares(lengths, 1, 1, balance=False)
@@ -158,18 +177,23 @@ def _measure(mode: str, rows: int, repeats: int, seed: int, port: int, queue) ->
     )
 
 
+MIXES = {"task": _task_mix, "long": _long_mix}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0, help="which problems make the batch")
+    parser.add_argument("--seed", type=int, default=0, help="which rows make the batch")
+    parser.add_argument("--mix", choices=sorted(MIXES), default="task", help="the length mix")
     args = parser.parse_args()
     ctx = multiprocessing.get_context("spawn")
     results = []
     for mode in ("padded", "packed", "packed+dynamic"):
         queue = ctx.Queue()
         proc = ctx.Process(
-            target=_measure, args=(mode, args.rows, args.repeats, args.seed, _free_port(), queue)
+            target=_measure,
+            args=(mode, args.mix, args.rows, args.repeats, args.seed, _free_port(), queue),
         )
         proc.start()
         results.append(queue.get())

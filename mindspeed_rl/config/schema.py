@@ -69,7 +69,9 @@ class MegatronConfig(Section):
 
     model: str = _f(..., "Name of the model entry (a key under `model`, from configs/model/).")
     use_mcore_models: Literal[True] = _f(True, "Build megatron-core models (the only kind).")
-    stage: Literal["ray_dapo"] = _f("ray_dapo", "Training stage.")
+    stage: Literal["ray_dapo", "ray_grpo"] = _f(
+        "ray_dapo", "Training stage: ray_dapo, or ray_grpo (KL loss on by default; docs/dapo.md)."
+    )
     tokenizer_type: Literal["PretrainedFromHF"] = _f("PretrainedFromHF", "Tokenizer kind.")
     tokenizer_name_or_path: str | None = _f(None, "HF tokenizer directory.")
     data_path: str | None = _f(None, "Output prefix of cli/preprocess_data.py.")
@@ -331,6 +333,13 @@ class RunConfig(Section):
     def model(self) -> ModelConfig:
         return self.models[self.actor.model]
 
+
+# What a stage changes in rl_config's defaults: only keys the YAML leaves unset. GRPO is the same
+# loop with a KL loss against the reference (the Ascend suite's GRPO loss always has that term).
+STAGE_RL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ray_dapo": {},
+    "ray_grpo": {"use_kl_loss": True},
+}
 
 # YAML section -> its type; actor_config shares megatron_training's type.
 SECTIONS: dict[str, type[Section]] = {

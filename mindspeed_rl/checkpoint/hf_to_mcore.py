@@ -74,7 +74,11 @@ def plan_hf_to_mcore(opts: HfToMcoreOptions) -> tuple[WeightMapping, Safetensors
     if opts.padded_vocab_size is not None:
         update["padded_vocab_size"] = opts.padded_vocab_size
     model = info.model.model_copy(update=update)
-    mapping = WeightMapping(model, info.vocab_size, ParallelLayout(layout.tp, layout.pp, layout.ep))
+    mapping = WeightMapping(
+        model,
+        info.vocab_size,
+        ParallelLayout(layout.tp, layout.pp, layout.ep, pipeline_layers=layout.pipeline_layers),
+    )
     source = SafetensorsSource(opts.hf_dir)
     check_hf_tensors(mapping, source)
     return mapping, source, raw

@@ -84,7 +84,7 @@ def megatron_rank_logits(
     )
 
     lay = case.files.layout
-    layout = ParallelLayout(lay.tp, lay.pp, lay.ep)
+    layout = ParallelLayout(lay.tp, lay.pp, lay.ep, pipeline_layers=lay.pipeline_layers)
     init_distributed(layout, rank=rank, world_size=world_size, master_port=master_port)
     try:
         from megatron.core import parallel_state as ps

@@ -43,11 +43,12 @@ _SHARD_DIR = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?(?:_(\d{3}))?$")
 
 @dataclasses.dataclass(frozen=True)
 class ShardLayout:
-    """TP / PP / EP sizes of a checkpoint on disk."""
+    """TP / PP / EP sizes of a checkpoint on disk (and the layers per stage when uneven)."""
 
     tp: int = 1
     pp: int = 1
     ep: int = 1
+    pipeline_layers: tuple[int, ...] | None = None  # num_layer_list; None: num_layers / PP
 
     def positions(self) -> Iterator[tuple[int, int, int]]:
         """Every (tp_rank, pp_rank, ep_rank), pipeline stage outermost."""
@@ -219,13 +220,17 @@ def load_shard(path: Path, mmap: bool = True) -> dict[str, Any]:
 def _layout_from_payload(payload: dict[str, Any]) -> ShardLayout | None:
     stored = payload.get("parallel_layout")
     if isinstance(stored, dict):
-        return ShardLayout(**stored)
+        layers = stored.get("pipeline_layers")
+        return ShardLayout(**{**stored, "pipeline_layers": tuple(layers) if layers else None})
     args = payload.get("args")
     if args is not None and hasattr(args, "tensor_model_parallel_size"):
+        # MindSpeed-LLM records an uneven split as the string num_layer_list ("16,17,16,15")
+        layers = getattr(args, "num_layer_list", None)
         return ShardLayout(
             tp=int(args.tensor_model_parallel_size),
             pp=int(getattr(args, "pipeline_model_parallel_size", 1) or 1),
             ep=int(getattr(args, "expert_model_parallel_size", 1) or 1),
+            pipeline_layers=tuple(int(n) for n in str(layers).split(",")) if layers else None,
         )
     return None
 

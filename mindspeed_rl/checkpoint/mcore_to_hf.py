@@ -100,7 +100,11 @@ def plan_mcore_to_hf(
             "moe_grouped_gemm": grouped,
         }
     )
-    mapping = WeightMapping(model, info.vocab_size, ParallelLayout(layout.tp, layout.pp, layout.ep))
+    mapping = WeightMapping(
+        model,
+        info.vocab_size,
+        ParallelLayout(layout.tp, layout.pp, layout.ep, pipeline_layers=layout.pipeline_layers),
+    )
     _check_experts(mapping, first, files.path(0, 0, 0))
     return McorePlan(files, mapping, raw)
 

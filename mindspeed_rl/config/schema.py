@@ -111,6 +111,9 @@ class MegatronConfig(Section):
     micro_batch_size: int = _f(1, "Samples per micro-batch in the update.", gt=0)
     tensor_model_parallel_size: int = _f(1, "Training TP.", gt=0)
     pipeline_model_parallel_size: int = _f(1, "Training PP.", gt=0)
+    num_layer_list: str | int | list[int] | None = _f(
+        None, "Layers per pipeline stage, e.g. '16,17,16,15' (unset: num_layers / PP each)."
+    )
     expert_model_parallel_size: int = _f(1, "Training EP (MoE).", gt=0)
     context_parallel_size: int = _f(
         1, "Training CP: each sequence split over CP ranks (TE / MindSpeed attention only).", gt=0

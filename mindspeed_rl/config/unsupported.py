@@ -23,7 +23,7 @@ UNSUPPORTED: dict[str, dict[str, tuple[Any, ...]]] = {
         "no_pad_to_seq_lengths": _OFF,
         "reset_attention_mask": _OFF,
         "num_layers_per_virtual_pipeline_stage": (None,),
-        "num_layer_list": (None, ""),
+        "noop_layers": (None, ""),
         "moe_tp_extend_ep": _OFF,
         "moe_alltoall_overlap_comm": _OFF,
         "moe_permutation_async_comm": _OFF,
@@ -69,6 +69,9 @@ HINTS = {
     "without it",
     "variable_seq_lengths": "packed or token-budget micro-batches switch it on where the "
     "pipeline needs it",
+    "noop_layers": "MindSpeed's identity layers that pad the layer count to a multiple of PP "
+    "are not built on megatron-core here; split the real layers unevenly with num_layer_list "
+    "instead (docs/parallelism.md)",
     "moe_tp_extend_ep": "MindSpeed's layout of whole experts per TP rank; experts here are split "
     "over TP like dense MLPs (megatron-core's expert TP = TP), the layout that conversion and "
     "weight sync map; the recipe runs without it",

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from mindspeed_rl.config.schema import ModelConfig
+from mindspeed_rl.models import pipeline_split
 from mindspeed_rl.platform.distributed import ParallelLayout
 
 SINGLE_PROCESS = ParallelLayout()  # TP = PP = EP = 1
@@ -101,6 +102,7 @@ def transformer_config(
         gradient_accumulation_fusion=False,
         persist_layer_norm=False,
         **moe,
+        **pipeline_split.megatron_fields(layout.pipeline_layers, _megatron_version()),
     )
     fields.update(overrides)
     return TransformerConfig(**fields)

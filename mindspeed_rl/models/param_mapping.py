@@ -21,8 +21,8 @@ VOCAB          embedding / output layer: rows padded to ``padded_vocab_size``, s
 GROUPED_FC1/2  ``GroupedMLP.weight1/weight2`` (``--moe-grouped-gemm``): all local experts
 =============  ==========================================================================
 
-Pipeline stages hold ``num_layers / PP`` consecutive layers (uneven splits are rejected with the
-valid choices); expert-parallel (EP) rank ``r`` holds experts ``[r * E / EP, (r + 1) * E / EP)``.
+Pipeline stages hold ``num_layers / PP`` consecutive layers, or the layout's ``pipeline_layers``
+(``num_layer_list``, ``pipeline_split.py``); expert-parallel (EP) rank ``r`` holds experts ``[r * E / EP, (r + 1) * E / EP)``.
 Experts are split over TP like dense MLPs (Megatron's default expert TP = TP).
 """
 
@@ -37,6 +37,7 @@ from typing import Protocol
 import torch
 
 from mindspeed_rl.config.schema import ModelConfig
+from mindspeed_rl.models import pipeline_split
 from mindspeed_rl.models import tensor_layouts as tl
 from mindspeed_rl.platform.distributed import ParallelLayout
 
@@ -140,6 +141,7 @@ class WeightMapping:
         self.padded_vocab_size = model.padded_vocab_size or vocab_size
         self.tp = layout.tensor_model_parallel_size
         self.pp = layout.pipeline_model_parallel_size
+        self.pipeline_layers = layout.pipeline_layers
         self.ep = layout.expert_model_parallel_size
         self.grouped_experts = (
             model.moe_grouped_gemm if grouped_experts is None else grouped_experts
@@ -167,11 +169,9 @@ class WeightMapping:
             raise ValueError(
                 f"num_query_groups={self.groups} does not divide num_attention_heads={self.heads}"
             )
-        if m.num_layers % self.pp:
-            raise ValueError(
-                f"pipeline parallel size {self.pp} does not divide num_layers={m.num_layers} "
-                f"(uneven stages are not supported); valid PP sizes: {_divisors(m.num_layers)}"
-            )
+        split = pipeline_split.split_problem(m.num_layers, self.pp, self.pipeline_layers)
+        if split is not None:
+            raise ValueError(f"pipeline parallel size {self.pp}: {split}")
         if self.num_experts == 0 and self.ep != 1:
             raise ValueError(f"expert parallel size {self.ep} needs a MoE model; this one is dense")
         if self.num_experts and self.num_experts % self.ep:
@@ -193,8 +193,9 @@ class WeightMapping:
     # --- placement -------------------------------------------------------------------------
 
     def layer_range(self, pp_rank: int) -> range:
-        per_stage = self.model.num_layers // self.pp
-        return range(pp_rank * per_stage, (pp_rank + 1) * per_stage)
+        return pipeline_split.stage_range(
+            self.model.num_layers, self.pp, self.pipeline_layers, pp_rank
+        )
 
     def expert_range(self, ep_rank: int) -> range:
         per_rank = self.num_experts // self.ep

@@ -28,6 +28,8 @@ class ParallelLayout:
     pipeline_model_parallel_size: int = 1
     expert_model_parallel_size: int = 1
     context_parallel_size: int = 1
+    # layers per pipeline stage when uneven (num_layer_list); None: num_layers / PP each
+    pipeline_layers: tuple[int, ...] | None = None
 
     def data_parallel_size(self, world_size: int) -> int:
         model_parallel = (

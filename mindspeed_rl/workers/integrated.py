@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mindspeed_rl.config.schema import RunConfig
+from mindspeed_rl.models.pipeline_split import parse_num_layer_list
 from mindspeed_rl.platform.distributed import ParallelLayout, init_distributed
 from mindspeed_rl.rollout.base import RolloutOutput
 from mindspeed_rl.rollout.sampling import SamplingParams
@@ -89,6 +90,7 @@ class IntegratedWorker:
             actor_cfg.pipeline_model_parallel_size,
             actor_cfg.expert_model_parallel_size,
             actor_cfg.context_parallel_size,
+            pipeline_layers=parse_num_layer_list(actor_cfg.num_layer_list),
         )
         init_distributed(
             self.layout, rank=self.rank, world_size=world_size, local_rank=local_rank,
@@ -215,6 +217,7 @@ class IntegratedWorker:
             self.layout.tensor_model_parallel_size,
             self.layout.pipeline_model_parallel_size,
             self.layout.expert_model_parallel_size,
+            pipeline_layers=self.layout.pipeline_layers,
         )
 
     def _shard_position(self) -> tuple[int, int, int]:

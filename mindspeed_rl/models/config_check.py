@@ -65,7 +65,7 @@ def pipeline_problems(config: RunConfig, where: Callable[[str], str]) -> list[Pr
         layers = pipeline_split.parse_num_layer_list(actor.num_layer_list)
         problem = pipeline_split.split_problem(
             config.model.num_layers, actor.pipeline_model_parallel_size, layers
-        ) or pipeline_split.version_problem(layers, pipeline_split.installed_megatron_version())
+        )
     except ValueError as err:
         layers, problem = None, str(err)
     if problem is not None:

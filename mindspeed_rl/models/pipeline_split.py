@@ -10,14 +10,20 @@ Megatron-core builds an uneven split with its own options:
 
 * megatron-core >= 0.13: ``pipeline_model_parallel_layout`` (any split; the first stage also
   holds the embedding, the last the loss);
-* megatron-core 0.12: ``num_layers_in_first_pipeline_stage`` / ``..._last_...``, the middle
-  stages even. A split whose middle stages differ (``16,17,16,15``) is refused there by
-  ``split_problem`` (``--dry-run``), naming the version that builds it.
+* megatron-core 0.12: ``num_layers_in_first_pipeline_stage`` / ``..._last_...`` where they
+  express the split (the middle stages even). For a split whose middle stages differ
+  (``16,17,16,15``) 0.12 has no option: while the model is built (``building``), its two
+  functions that place layers, ``get_num_layers_to_build`` and ``get_transformer_layer_offset``,
+  answer from the split (what MindSpeed-LLM patches for ``--num-layer-list``), and are restored
+  after. Both are read only at construction (the block's layer list, each layer's global
+  ``layer_number``); megatron's distributed-checkpoint code, which reads the offset again, is
+  not used here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 PipelineLayers = tuple[int, ...]
@@ -98,38 +104,8 @@ def _first_last_fields(layers: Sequence[int]) -> dict[str, int] | None:
     return fields
 
 
-def installed_megatron_version() -> tuple[int, int]:
-    """megatron-core's (major, minor) from the package metadata, without importing it (the
-    platform layer must prepare the process before megatron is imported)."""
-    from importlib import metadata
-
-    try:
-        text = metadata.version("megatron-core")
-    except metadata.PackageNotFoundError:  # Megatron-LM from source under another name
-        from megatron.core import package_info
-
-        text = package_info.__version__
-    major, minor = text.split(".")[:2]
-    return int(major), int(minor)
-
-
 def has_pipeline_layout(megatron_version: tuple[int, int]) -> bool:
     return megatron_version >= (0, 13)
-
-
-def version_problem(layers: Sequence[int] | None, megatron_version: tuple[int, int]) -> str | None:
-    """Why this megatron-core cannot build ``layers``, or None."""
-    if not is_uneven(layers) or has_pipeline_layout(megatron_version):
-        return None
-    if _first_last_fields(layers) is None:
-        major, minor = megatron_version
-        return (
-            f"{','.join(map(str, layers))}: megatron-core {major}.{minor} splits unevenly only "
-            "the first and last stage (num_layers_in_first/last_pipeline_stage), the middle "
-            "stages must be equal; megatron-core >= 0.13 builds any split "
-            "(pipeline_model_parallel_layout)"
-        )
-    return None
 
 
 def megatron_fields(
@@ -143,7 +119,45 @@ def megatron_fields(
         stages[0].insert(0, "embedding")
         stages[-1].append("loss")
         return {"pipeline_model_parallel_layout": stages}
-    fields = _first_last_fields(layers)
-    if fields is None:
-        raise ValueError(version_problem(layers, megatron_version))
-    return fields
+    return _first_last_fields(layers) or {}
+
+
+def needs_build_override(layers: Sequence[int] | None, megatron_version: tuple[int, int]) -> bool:
+    """A split megatron-core's own options cannot express (0.12, middle stages differ)."""
+    return (
+        is_uneven(layers)
+        and not has_pipeline_layout(megatron_version)
+        and _first_last_fields(layers) is None
+    )
+
+
+@contextlib.contextmanager
+def building(layers: Sequence[int] | None, megatron_version: tuple[int, int]) -> Iterator[None]:
+    """Around the layer spec and ``GPTModel`` construction: on megatron-core 0.12 with a split of
+    the middle stages, megatron's layer count and layer offset of this stage come from
+    ``layers``; otherwise nothing changes."""
+    if not needs_build_override(layers, megatron_version):
+        yield
+        return
+    from megatron.core import parallel_state
+    from megatron.core.transformer import transformer_block, transformer_layer
+
+    def num_layers_to_build(config, *args, **kwargs) -> int:
+        return layers[parallel_state.get_pipeline_model_parallel_rank()]
+
+    def layer_offset(config, *args, **kwargs) -> int:
+        return sum(layers[: parallel_state.get_pipeline_model_parallel_rank()])
+
+    patched = (
+        (transformer_block, "get_num_layers_to_build", num_layers_to_build),
+        (transformer_block, "get_transformer_layer_offset", layer_offset),
+        (transformer_layer, "get_transformer_layer_offset", layer_offset),
+    )
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patched]
+    try:
+        for module, name, fn in patched:
+            setattr(module, name, fn)
+        yield
+    finally:
+        for module, name, fn in saved:
+            setattr(module, name, fn)

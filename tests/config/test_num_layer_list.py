@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from mindspeed_rl.config.validation import ConfigError
-from mindspeed_rl.models import pipeline_split
 from mindspeed_rl.trainer.config_entry import load_run_config
 from mindspeed_rl.workers.memory_plan import predicted_bytes
 
@@ -49,13 +48,6 @@ def test_a_pp_that_does_not_divide_the_layers_points_to_num_layer_list():
         "actor_config.pipeline_model_parallel_size=2", "actor_config.tensor_model_parallel_size=8",
         "actor_config.num_layer_list='31,33'"])  # fmt: skip
     assert ok.actor.num_layer_list == "31,33"
-
-
-def test_on_megatron_012_a_split_of_the_middle_stages_is_refused(monkeypatch):
-    monkeypatch.setattr(pipeline_split, "installed_megatron_version", lambda: (0, 12))
-    problems = _problems(*PP4, "actor_config.num_layer_list='16,17,16,15'")
-    assert "megatron-core >= 0.13" in problems["actor_config.num_layer_list"]
-    load_run_config(RECIPE, overrides=[*PP4, "actor_config.num_layer_list='15,17,17,15'"])
 
 
 def test_noop_layers_are_refused_by_name_with_the_reason():

@@ -3,7 +3,7 @@
 megatron-core 0.16.1 (``transformer/pipeline_parallel_layer_layout.py``) takes any split as
 ``pipeline_model_parallel_layout``; 0.12.3 (``transformer/transformer_block.py``
 ``get_num_layers_to_build``) only ``num_layers_in_first/last_pipeline_stage`` with even middle
-stages. tests/workers/test_uneven_pipeline.py builds both for real.
+stages, other splits through a scoped override of its layer count and offset during the build. tests/workers/test_uneven_pipeline.py builds both for real.
 """
 
 from __future__ import annotations
@@ -55,15 +55,16 @@ def test_megatron_016_gets_a_layout_with_embedding_and_loss():
     assert ps.megatron_fields((16, 16), (0, 16)) == {} and ps.megatron_fields(None, (0, 12)) == {}
 
 
-def test_megatron_012_gets_first_and_last_stage_sizes_or_a_refusal():
+def test_megatron_012_gets_first_and_last_stage_sizes_or_a_scoped_build_override():
     assert ps.megatron_fields((1, 3), (0, 12)) == {"num_layers_in_first_pipeline_stage": 1}
     assert ps.megatron_fields((7, 8, 8, 9), (0, 12)) == {
         "num_layers_in_first_pipeline_stage": 7,
         "num_layers_in_last_pipeline_stage": 9,
     }
     assert ps.megatron_fields((8, 8, 8, 9), (0, 12)) == {"num_layers_in_last_pipeline_stage": 9}
-    problem = ps.version_problem((16, 17, 16, 15), (0, 12))
-    assert "megatron-core 0.12 splits unevenly only the first and last stage" in problem
-    assert ps.version_problem((16, 17, 16, 15), (0, 16)) is None
-    with pytest.raises(ValueError, match="megatron-core >= 0.13 builds any split"):
-        ps.megatron_fields((16, 17, 16, 15), (0, 12))
+    assert not ps.needs_build_override((7, 8, 8, 9), (0, 12))
+    # middle stages that differ: no 0.12 option; the build answers from the split instead
+    assert ps.megatron_fields((16, 17, 16, 15), (0, 12)) == {}
+    assert ps.needs_build_override((16, 17, 16, 15), (0, 12))
+    assert not ps.needs_build_override((16, 17, 16, 15), (0, 16))
+    assert not ps.needs_build_override(None, (0, 12))

@@ -52,8 +52,8 @@ def model_problems(config: RunConfig, where: Callable[[str], str]) -> list[Probl
 
 
 def pipeline_problems(config: RunConfig, where: Callable[[str], str]) -> list[Problem]:
-    """``num_layer_list``: parses, one entry per stage, sums to num_layers, buildable by the
-    installed megatron-core; recompute fits its smallest stage."""
+    """``num_layer_list``: parses, one entry of at least 1 per stage, sums to num_layers;
+    recompute fits its smallest stage."""
     from mindspeed_rl.config.checks import recompute_problems
     from mindspeed_rl.models import pipeline_split
 

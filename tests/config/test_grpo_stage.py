@@ -32,3 +32,13 @@ def test_a_grpo_recipe_reports_accuracy_from_its_own_verifier(tmp_path):
     assert accuracy_verifier(config.rl_config) == "math_17k_acc"
     dapo = load_run_config(RECIPE).rl_config
     assert accuracy_verifier(dapo) == dapo.filter_groups_metric == "acc_for_dapo"
+
+
+def test_every_stage_has_a_name_in_the_logs():
+    import typing
+
+    from mindspeed_rl.config.schema import STAGE_RL_DEFAULTS, MegatronConfig
+    from mindspeed_rl.trainer.dapo_trainer import STAGE_NAMES
+
+    stages = set(typing.get_args(MegatronConfig.model_fields["stage"].annotation))
+    assert stages == set(STAGE_NAMES) == set(STAGE_RL_DEFAULTS)

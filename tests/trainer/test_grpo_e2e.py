@@ -47,6 +47,8 @@ def test_grpo_stage_trains_with_the_kl_loss_against_the_reference(assets):
         assert metrics["actor/kl_loss"] == pytest.approx(KL_COEF * metrics["actor/kl"], rel=1e-5)
         assert "reward/acc_for_dapo/acc" in metrics and "rewards/kl" not in metrics
     first, second = history
+    keys = ("actor/kl", "actor/kl_loss", "actor/ref_log_prob_diff", "rollout/acc", "actor/pg_loss")
+    print({i: {k: h[k] for k in keys} for i, h in enumerate(history, start=1)})  # for -s runs
     # iteration 1 starts from the reference's weights: the old policy is the reference exactly
     assert first["actor/ref_log_prob_diff"] == 0.0
     # after step 1 the actor has moved away from the frozen reference: the KL is live

@@ -91,7 +91,6 @@ class DAPOTrainer:
         self.eos = list(worker_info[0].eos_token_ids)
         self.dp_size = worker_info[0].dp_size
         self.iteration = 0
-        self.acc_metric = accuracy_verifier(rl)
         metric = self.acc_metric
         verifier = VERIFIERS[metric]
         self.sampler = (
@@ -113,6 +112,11 @@ class DAPOTrainer:
         # dataset indices of the prompts generated for, per iteration (resume checks use them)
         self.prompt_log: list[list[int]] = []
         self._iteration_prompts: list[int] = []
+
+    @property
+    def acc_metric(self) -> str:
+        """The verifier whose verdicts are ``rollout/acc`` and ``val/acc`` (``accuracy_verifier``)."""
+        return accuracy_verifier(self.config.rl_config)
 
     # --- phases ------------------------------------------------------------------------------
 

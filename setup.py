@@ -24,6 +24,10 @@ INSTALL_REQUIRES = [
     "pydantic>=2.7",
     "tqdm>=4.66",
     "matplotlib>=3.8",  # the quickstart's plot (mindspeed_rl/quickstart/plot.py)
+    # rule verifiers: math_verify_reward stands on math-verify (as in the Ascend suite);
+    # math_17k_acc / base_acc read LaTeX answers as text with pylatexenc (the suite's pin)
+    "math-verify>=0.9",
+    "pylatexenc>=2.10",
 ]
 
 setup(

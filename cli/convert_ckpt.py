@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--target-tensor-parallel-size", type=int, default=1, help="TP of the mg output")
     add("--target-pipeline-parallel-size", type=int, default=1, help="PP of the mg output")
     add("--target-expert-parallel-size", type=int, default=1, help="EP of the mg output (MoE)")
+    add("--num-layer-list", help="layers per pipeline stage of the mg output, e.g. 16,17,16,15")
     add("--add-qkv-bias", action="store_true", help="assert the model has qkv bias (Qwen2)")
     add("--moe-grouped-gemm", action="store_true", help="write experts as GroupedMLP weights")
     add(
@@ -125,6 +126,18 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--make-vocab-size-divisible-by must be at least 1")
 
 
+def _pipeline_layers(args: argparse.Namespace) -> tuple[int, ...] | None:
+    """--num-layer-list as layers per stage (checked against the model by the mapping)."""
+    if args.num_layer_list is None:
+        return None
+    from mindspeed_rl.models.pipeline_split import parse_num_layer_list
+
+    try:
+        return parse_num_layer_list(args.num_layer_list)
+    except ValueError as err:
+        raise ValueError(f"--num-layer-list {err}") from None
+
+
 def _size(summary) -> str:
     share = summary.kernel_bytes / summary.bytes if summary.bytes else 0.0
     return f"{summary.bytes / 2**30:.2f} GiB, {share:.0%} copied file to file"
@@ -151,6 +164,7 @@ def _convert(args: argparse.Namespace) -> tuple[Path, Path] | None:
             args.target_pipeline_parallel_size,
             args.target_expert_parallel_size,
             moe_tp_extend_ep=bool(args.moe_tp_extend_ep),
+            pipeline_layers=_pipeline_layers(args),
         )
         summary = convert_hf_to_mcore(
             HfToMcoreOptions(

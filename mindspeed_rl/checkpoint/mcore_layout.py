@@ -48,18 +48,22 @@ _SHARD_DIR = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?(?:_(\d{3}))?$")
 
 @dataclasses.dataclass(frozen=True)
 class ShardLayout:
-    """TP / PP / EP sizes of a checkpoint on disk."""
+    """TP / PP / EP sizes of a checkpoint on disk (and the layers per stage when uneven)."""
 
     tp: int = 1
     pp: int = 1
     ep: int = 1
     moe_tp_extend_ep: bool = False  # whole experts over TP x EP shards (models/placement.py)
+    pipeline_layers: tuple[int, ...] | None = None  # num_layer_list; None: num_layers / PP
 
     def to_parallel(self):
         """The same sizes as the ``ParallelLayout`` Megatron is initialised with."""
         from mindspeed_rl.platform.distributed import ParallelLayout
 
-        return ParallelLayout(self.tp, self.pp, self.ep, moe_tp_extend_ep=self.moe_tp_extend_ep)
+        return ParallelLayout(
+            self.tp, self.pp, self.ep, moe_tp_extend_ep=self.moe_tp_extend_ep,
+            pipeline_layers=self.pipeline_layers,
+        )  # fmt: skip
 
     def describe(self) -> str:
         extend = " moe_tp_extend_ep" if self.moe_tp_extend_ep else ""
@@ -256,13 +260,18 @@ def load_shard(path: Path, mmap: bool = True) -> dict[str, Any]:
 def _layout_from_payload(payload: dict[str, Any]) -> ShardLayout | None:
     stored = payload.get("parallel_layout")
     if isinstance(stored, dict):
-        return ShardLayout(**{k: v for k, v in stored.items() if k != "moe_tp_extend_ep"})
+        layers = stored.get("pipeline_layers")
+        fields = {k: v for k, v in stored.items() if k != "moe_tp_extend_ep"}
+        return ShardLayout(**{**fields, "pipeline_layers": tuple(layers) if layers else None})
     args = payload.get("args")
     if args is not None and hasattr(args, "tensor_model_parallel_size"):
+        # MindSpeed-LLM records an uneven split as the string num_layer_list ("16,17,16,15")
+        layers = getattr(args, "num_layer_list", None)
         return ShardLayout(
             tp=int(args.tensor_model_parallel_size),
             pp=int(getattr(args, "pipeline_model_parallel_size", 1) or 1),
             ep=int(getattr(args, "expert_model_parallel_size", 1) or 1),
+            pipeline_layers=tuple(int(n) for n in str(layers).split(",")) if layers else None,
         )
     return None
 

@@ -220,9 +220,20 @@ def load_model(
     ]
     if mismatch:
         raise ValueError(f"{path}: does not fit the model: " + "; ".join(mismatch[:5]))
+    held, built = _layer_count(state), _layer_count(own)
+    if held != built:  # another split of the layers over the stages (num_layer_list)
+        raise ValueError(
+            f"{path}: this pipeline stage holds {held} layers in the checkpoint but {built} in "
+            f"the model; set actor_config.num_layer_list to the checkpoint's split "
+            f"({files.layout.pipeline_layers or 'even'})"
+        )
     module.load_state_dict({k: state[k] for k in own}, strict=False)
     payload["path"] = str(path)
     return payload
+
+
+def _layer_count(state: dict[str, Any]) -> int:
+    return len({k.split(".")[2] for k in state if k.startswith("decoder.layers.")})
 
 
 def load_rank(

@@ -133,7 +133,9 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
             f"TP = {tp} does not divide num_query_groups = {groups} of model '{actor.model}'; "
             f"valid TP: {_divisors(groups)}",
         )
-    if model.num_layers % pp:
+    # an uneven split (num_layer_list) is checked with the model registry (models/config_check.py)
+    uneven = actor.num_layer_list is not None
+    if model.num_layers % pp and not uneven:
         report(
             "actor_config.pipeline_model_parallel_size",
             f"PP = {pp} does not divide num_layers = {model.num_layers}; "
@@ -141,7 +143,7 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
         )
     if actor.sequence_parallel and tp == 1:
         report("megatron_training.sequence_parallel", "needs tensor_model_parallel_size > 1")
-    for key, problem in recompute_problems(actor, model.num_layers // pp):
+    for key, problem in [] if uneven else recompute_problems(actor, model.num_layers // pp):
         report(f"actor_config.{key}", problem)
     if devices % gen.infer_tensor_parallel_size:
         report(

@@ -384,6 +384,13 @@ STAGE_RL_DEFAULTS: dict[str, dict[str, Any]] = {
     "ray_grpo": {"use_kl_loss": True},
 }
 
+# What a stage changes in rl_config's defaults: only keys the YAML leaves unset. GRPO is the same
+# loop with a KL loss against the reference (the Ascend suite's GRPO loss always has that term).
+STAGE_RL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ray_dapo": {},
+    "ray_grpo": {"use_kl_loss": True},
+}
+
 # YAML section -> its type; actor_config shares megatron_training's type.
 SECTIONS: dict[str, type[Section]] = {
     "megatron_training": MegatronConfig,

@@ -270,6 +270,10 @@ def validate(
     actor_data = {**sections.pop("megatron_training"), **sections.pop("actor_config")}
     actor_keys = set(data.get("actor_config") or {})
 
+    stage = actor_data.get("stage", "ray_dapo")
+    stage_defaults = STAGE_RL_DEFAULTS.get(stage, {}) if isinstance(stage, str) else {}
+    sections["rl_config"] = {**stage_defaults, **sections["rl_config"]}
+
     def actor_origin(key: str) -> str:
         return "actor_config" if key in actor_keys else "megatron_training"
 

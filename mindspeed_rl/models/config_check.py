@@ -59,4 +59,31 @@ def model_problems(config: RunConfig, where: Callable[[str], str]) -> list[Probl
         )  # fmt: skip
     if model.add_qkv_bias and model.qk_layernorm:
         report("add_qkv_bias", "no supported architecture has both qkv bias and qk_layernorm")
-    return problems
+    return problems + pipeline_problems(config, where)
+
+
+def pipeline_problems(config: RunConfig, where: Callable[[str], str]) -> list[Problem]:
+    """``num_layer_list``: parses, one entry of at least 1 per stage, sums to num_layers;
+    recompute fits its smallest stage."""
+    from mindspeed_rl.config.checks import recompute_problems
+    from mindspeed_rl.models import pipeline_split
+
+    actor = config.actor
+    if actor.num_layer_list is None:
+        return []
+    key = "actor_config.num_layer_list"
+    try:
+        layers = pipeline_split.parse_num_layer_list(actor.num_layer_list)
+        problem = pipeline_split.split_problem(
+            config.model.num_layers, actor.pipeline_model_parallel_size, layers
+        )
+    except ValueError as err:
+        layers, problem = None, str(err)
+    if problem is not None:
+        return [Problem(where(key), key, problem)]
+    if layers is None:
+        return []
+    return [
+        Problem(where(f"actor_config.{name}"), f"actor_config.{name}", message)
+        for name, message in recompute_problems(actor, min(layers))
+    ]

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from mindspeed_rl.config.schema import ModelConfig
+from mindspeed_rl.models import pipeline_split
 from mindspeed_rl.platform.distributed import ParallelLayout
 
 SINGLE_PROCESS = ParallelLayout()  # TP = PP = EP = 1
@@ -102,6 +103,7 @@ def transformer_config(
         gradient_accumulation_fusion=False,
         persist_layer_norm=False,
         **moe,
+        **pipeline_split.megatron_fields(layout.pipeline_layers, _megatron_version()),
     )
     fields.update(overrides)
     return TransformerConfig(**fields)
@@ -131,21 +133,22 @@ def build_gpt_model(
         raise ValueError("padded_vocab_size is not set: it fixes the embedding rows of the model")
     config = transformer_config(model, layout, params_dtype, **overrides)
     llama3 = model.rope_scaling_type == "llama3"
-    gpt = GPTModel(
-        config=config,
-        transformer_layer_spec=layer_specs.decoder_spec(
-            model, config, backend or layer_specs.platform_backend()
-        ),
-        vocab_size=model.padded_vocab_size,
-        max_sequence_length=model.max_position_embeddings,
-        pre_process=parallel_state.is_pipeline_first_stage(),
-        post_process=parallel_state.is_pipeline_last_stage(),
-        share_embeddings_and_output_weights=not model.untie_embeddings_and_output_weights,
-        position_embedding_type=model.position_embedding_type,
-        rotary_base=model.rotary_base,
-        rope_scaling=llama3,
-        rope_scaling_factor=model.rope_scaling_factor,
-    )
+    with pipeline_split.building(layout.pipeline_layers, _megatron_version()):
+        gpt = GPTModel(
+            config=config,
+            transformer_layer_spec=layer_specs.decoder_spec(
+                model, config, backend or layer_specs.platform_backend()
+            ),
+            vocab_size=model.padded_vocab_size,
+            max_sequence_length=model.max_position_embeddings,
+            pre_process=parallel_state.is_pipeline_first_stage(),
+            post_process=parallel_state.is_pipeline_last_stage(),
+            share_embeddings_and_output_weights=not model.untie_embeddings_and_output_weights,
+            position_embedding_type=model.position_embedding_type,
+            rotary_base=model.rotary_base,
+            rope_scaling=llama3,
+            rope_scaling_factor=model.rope_scaling_factor,
+        )
     if llama3:
         _set_llama3_inv_freq(gpt.rotary_pos_emb, model)
     _cast_parameters(gpt, params_dtype)

@@ -14,6 +14,9 @@ pipeline stage and expert numbers local to the shard (what Megatron and MindSpee
 A shard is named by its position ``(tp_rank, pp_rank, ep_rank)``, as in the checkpoint's
 ``mp_rank_*`` directories and in the ranks' Megatron parallel state. Dense parameters are cut
 into TP pieces; routed experts into ``expert_tp`` pieces (TP, or 1 with ``moe_tp_extend_ep``).
+
+Pipeline stages hold ``num_layers / PP`` consecutive layers, or the layout's ``pipeline_layers``
+(``num_layer_list``, ``pipeline_split.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import torch
 
 from mindspeed_rl.config.schema import ModelConfig
-from mindspeed_rl.models import param_names
+from mindspeed_rl.models import param_names, pipeline_split
 from mindspeed_rl.models import tensor_layouts as tl
 from mindspeed_rl.models.param_names import Kind, Param
 from mindspeed_rl.models.placement import DictSource, Placement, SplitRules, TensorSource
@@ -73,6 +76,7 @@ class WeightMapping:
         self.padded_vocab_size = model.padded_vocab_size or vocab_size
         self.tp = layout.tensor_model_parallel_size
         self.pp = layout.pipeline_model_parallel_size
+        self.pipeline_layers = layout.pipeline_layers
         self.ep = layout.expert_model_parallel_size
         self.moe_tp_extend_ep = layout.moe_tp_extend_ep
         self.grouped_experts = (
@@ -83,8 +87,9 @@ class WeightMapping:
         self.head_dim = model.kv_channels or model.hidden_size // model.num_attention_heads
         self.num_experts = model.num_experts or 0
         self.placement = Placement(
-            self.tp, self.pp, self.ep, model.num_layers, self.num_experts, self.moe_tp_extend_ep
-        )
+            self.tp, self.pp, self.ep, model.num_layers, self.num_experts, self.moe_tp_extend_ep,
+            self.pipeline_layers,
+        )  # fmt: skip
         self.rules = SplitRules(self.groups, self.head_dim, vocab_size, self.padded_vocab_size)
         self._validate()
 
@@ -114,11 +119,9 @@ class WeightMapping:
             raise ValueError(
                 f"num_query_groups={self.groups} does not divide num_attention_heads={self.heads}"
             )
-        if m.num_layers % self.pp:
-            raise ValueError(
-                f"pipeline parallel size {self.pp} does not divide num_layers={m.num_layers} "
-                f"(uneven stages are not supported); valid PP sizes: {_divisors(m.num_layers)}"
-            )
+        split = pipeline_split.split_problem(m.num_layers, self.pp, self.pipeline_layers)
+        if split is not None:
+            raise ValueError(f"pipeline parallel size {self.pp}: {split}")
         if self.num_experts == 0 and (self.ep != 1 or self.moe_tp_extend_ep):
             what = f"expert parallel size {self.ep}" if self.ep != 1 else "moe_tp_extend_ep"
             raise ValueError(f"{what} needs a MoE model; this one is dense")

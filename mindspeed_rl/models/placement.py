@@ -37,6 +37,7 @@ from typing import Protocol
 
 import torch
 
+from mindspeed_rl.models import pipeline_split
 from mindspeed_rl.models import tensor_layouts as tl
 from mindspeed_rl.models.param_names import Kind, Param
 
@@ -51,6 +52,7 @@ class Placement:
     num_layers: int
     num_experts: int = 0
     moe_tp_extend_ep: bool = False
+    pipeline_layers: tuple[int, ...] | None = None  # num_layer_list; None: num_layers / PP each
 
     @property
     def expert_tp(self) -> int:
@@ -63,8 +65,7 @@ class Placement:
         return self.tp * self.ep if self.moe_tp_extend_ep else self.ep
 
     def layer_range(self, pp_rank: int) -> range:
-        per_stage = self.num_layers // self.pp
-        return range(pp_rank * per_stage, (pp_rank + 1) * per_stage)
+        return pipeline_split.stage_range(self.num_layers, self.pp, self.pipeline_layers, pp_rank)
 
     def expert_range(self, expert_rank: int) -> range:
         """Global expert numbers of megatron-core expert-parallel rank ``expert_rank``."""

@@ -36,6 +36,9 @@ class ParallelLayout:
         tp, ep = self.tensor_model_parallel_size, self.expert_model_parallel_size
         return (1, tp * ep) if self.moe_tp_extend_ep else (tp, ep)
 
+    # layers per pipeline stage when uneven (num_layer_list); None: num_layers / PP each
+    pipeline_layers: tuple[int, ...] | None = None
+
     def data_parallel_size(self, world_size: int) -> int:
         model_parallel = (
             self.tensor_model_parallel_size

@@ -11,8 +11,19 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 
-from mindspeed_rl.rewards import format_check, math_dapo
-from mindspeed_rl.rewards.verifier import Verifier
+from mindspeed_rl.rewards import format_check, math_boxed, math_dapo
+from mindspeed_rl.rewards.verifier import Verifier, VerifierFn
+
+
+def _boxed_math(fn: VerifierFn, description: str) -> Verifier:
+    return Verifier(
+        fn=fn,
+        correct_score=math_boxed.CORRECT_SCORE,
+        incorrect_score=math_boxed.INCORRECT_SCORE,
+        response_tail_chars=None,
+        description=description,
+    )
+
 
 VERIFIERS: dict[str, Verifier] = {
     "acc_for_dapo": Verifier(
@@ -29,6 +40,21 @@ VERIFIERS: dict[str, Verifier] = {
         incorrect_score=format_check.INCORRECT_SCORE,
         response_tail_chars=None,
         description="response is '<think>...</think> <answer>...</answer>' (1.0 / 0.0)",
+    ),
+    # The Ascend suite's GRPO recipes: the answer is the last \boxed{} (whole response read)
+    "math_17k_acc": _boxed_math(
+        math_boxed.math_17k_acc,
+        "last \\boxed{} equals the ground truth under PRM800K grading (1.0 / 0.0)",
+    ),
+    "base_acc": _boxed_math(
+        math_boxed.base_acc,
+        "math_17k_acc, and the response is <think>..</think>..<answer>..\\boxed{}..</answer> "
+        "(1.0 / 0.0)",
+    ),
+    "math_verify_reward": _boxed_math(
+        math_boxed.math_verify_reward,
+        "base_acc's shape, and math-verify finds the response equal to \\boxed{ground truth} "
+        "(1.0 / 0.0)",
     ),
 }
 

@@ -50,6 +50,22 @@ from mindspeed_rl.workers.worker_info import WorkerInfo
 logger = logging.getLogger(__name__)
 
 
+# megatron_training.stage -> what the logs call the run (the loop is the same; the stage sets
+# rl_config defaults: config/schema.py STAGE_RL_DEFAULTS)
+STAGE_NAMES = {"ray_dapo": "DAPO", "ray_grpo": "GRPO"}
+
+
+def accuracy_verifier(rl) -> str:
+    """The verifier whose verdict is ``rollout/acc`` and ``val/acc`` (and, with dynamic sampling,
+    whose score the filter reads): ``filter_groups_metric`` when it is one of ``verifier_function``
+    (the DAPO recipes), else the first verifier. A GRPO recipe lists only its own verifier (e.g.
+    ``math_17k_acc``) and leaves ``filter_groups_metric`` at its default, read only by the filter.
+    """
+    if rl.filter_groups_enable or rl.filter_groups_metric in rl.verifier_function:
+        return rl.filter_groups_metric
+    return rl.verifier_function[0]
+
+
 class DAPOTrainer:
     def __init__(
         self,
@@ -80,7 +96,7 @@ class DAPOTrainer:
         self.eos = list(worker_info[0].eos_token_ids)
         self.dp_size = worker_info[0].dp_size
         self.iteration = 0
-        metric = rl.filter_groups_metric
+        metric = self.acc_metric
         verifier = VERIFIERS[metric]
         self.sampler = (
             DynamicSampler(
@@ -114,6 +130,11 @@ class DAPOTrainer:
             else None
         )
 
+    @property
+    def acc_metric(self) -> str:
+        """The verifier whose verdicts are ``rollout/acc`` and ``val/acc`` (``accuracy_verifier``)."""
+        return accuracy_verifier(self.config.rl_config)
+
     # --- phases ------------------------------------------------------------------------------
 
     def _sampling(self, n: int, salt: int, temperature: float | None = None) -> SamplingParams:
@@ -146,9 +167,9 @@ class DAPOTrainer:
         return {
             "score": total + penalty,
             "filter_metric": torch.tensor(
-                scores.verifier_scores[rl.filter_groups_metric], dtype=torch.float32
+                scores.verifier_scores[self.acc_metric], dtype=torch.float32
             ),
-            "acc": torch.tensor(scores.acc[rl.filter_groups_metric], dtype=torch.float32),
+            "acc": torch.tensor(scores.acc[self.acc_metric], dtype=torch.float32),
             "overlong_penalty": penalty,
             "truncated": truncated.float(),
             "metrics": scores.metrics,
@@ -442,8 +463,7 @@ class DAPOTrainer:
         )
         truths = prompts.texts("labels")
         scores = self.scorer.score(texts, [truths[p] for p in out.prompt_index])
-        metric = self.config.rl_config.filter_groups_metric
-        acc = sum(scores.acc[metric]) / max(len(texts), 1)
+        acc = sum(scores.acc[self.acc_metric]) / max(len(texts), 1)
         self.workers.call("pop_compute_seconds")  # not part of a training iteration's compute
         return {
             "val/acc": acc,
@@ -507,7 +527,12 @@ class DAPOTrainer:
             metrics = self.validate()
             self.sink.log(self.iteration, metrics)
             self.history.append({"iteration": float(self.iteration), **metrics})
-        bar = tqdm(total=actor.train_iters, initial=self.iteration, desc="DAPO", unit="iter",
+        name = STAGE_NAMES[actor.stage]
+        logger.info(
+            "%s: KL loss %s, KL in reward %s, filter groups %s, accuracy from '%s'", name,
+            rl.use_kl_loss, rl.use_kl_in_reward, rl.filter_groups_enable, self.acc_metric,
+        )  # fmt: skip
+        bar = tqdm(total=actor.train_iters, initial=self.iteration, desc=name, unit="iter",
                    dynamic_ncols=True, disable=not sys.stderr.isatty())  # fmt: skip
         profiler = IterationProfiler(self.config.profiler, self.workers, actor.train_iters)
         self._loop(bar, profiler)

@@ -115,6 +115,7 @@ class IntegratedWorker:
             self.layout.pipeline_model_parallel_size,
             self.layout.expert_model_parallel_size,
             moe_tp_extend_ep=self.layout.moe_tp_extend_ep,
+            pipeline_layers=self.layout.pipeline_layers,
         )
 
     def _shard_position(self) -> tuple[int, int, int]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 
 from mindspeed_rl.config.schema import ModelConfig, RunConfig
+from mindspeed_rl.models.pipeline_split import parse_num_layer_list
 from mindspeed_rl.workers.residency import CATEGORIES, PHASES
 
 GIB = 1 << 30
@@ -78,7 +79,8 @@ def _actor_params_per_rank(config: RunConfig, counts: ParamCounts) -> tuple[floa
         actor.pipeline_model_parallel_size,
         actor.expert_model_parallel_size,
     )
-    layers = -(-config.model.num_layers // pp)
+    uneven = parse_num_layer_list(actor.num_layer_list)  # the busiest stage counts
+    layers = max(uneven) if uneven else -(-config.model.num_layers // pp)
     ends = max(counts.embedding, counts.output) if pp > 1 else counts.embedding + counts.output
     dense = (layers * counts.dense_per_layer + ends) / tp
     experts = layers * counts.experts_per_layer / (ep * tp)

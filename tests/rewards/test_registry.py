@@ -17,7 +17,13 @@ from mindspeed_rl.rewards.verifier import VerifierResult
 
 
 def test_known_verifiers_lists_the_registered_names():
-    assert known_verifiers() == ["acc_for_dapo", "format"]
+    assert known_verifiers() == [
+        "acc_for_dapo",
+        "base_acc",
+        "format",
+        "math_17k_acc",
+        "math_verify_reward",
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(VERIFIERS))
@@ -47,5 +53,7 @@ def test_misspelled_name_gets_a_suggestion():
 def test_unrelated_name_lists_the_known_ones():
     message = unknown_verifier_message("sympy_equal")
     assert "Did you mean" not in message
-    assert message.endswith("Known verifiers: acc_for_dapo, format.")
+    assert message.endswith(
+        "Known verifiers: acc_for_dapo, base_acc, format, math_17k_acc, math_verify_reward."
+    )
     assert message.startswith("rl_config.verifier_function:")

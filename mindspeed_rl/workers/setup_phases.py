@@ -170,15 +170,14 @@ def engine(worker, hf: HFAssets, kind: str, device_type: str) -> None:
     if kind == "hf":
         import transformers
 
+        from mindspeed_rl.config.platform_rules import hf_engine_problem
         from mindspeed_rl.platform.device import current_device
         from mindspeed_rl.rollout.factory import hf_engine_dtype
         from mindspeed_rl.rollout.hf_engine import HFRolloutEngine
 
-        if gen.infer_tensor_parallel_size != 1:
-            raise ValueError(
-                "generate_config.infer_tensor_parallel_size must be 1 with the hf engine "
-                "(each rank generates with a whole model)"
-            )
+        problem = hf_engine_problem(gen.infer_tensor_parallel_size)
+        if problem:  # config/platform_rules.py, which --dry-run applies too
+            raise ValueError(problem)
         model = transformers.AutoModelForCausalLM.from_config(
             hf.config, dtype=hf_engine_dtype(gen, device_type)
         )

@@ -154,7 +154,9 @@ def test_shard_layout_records_the_flag(moe8, tmp_path):
     assert hf_to_mg(moe8, tmp_path / "mg", (2, 1, 2), *EXTEND) == 0
     files = mcore_layout.find_checkpoint(tmp_path / "mg")
     payload = mcore_layout.load_shard(files.path(0, 0, 0))
-    assert payload["parallel_layout"] == {"tp": 2, "pp": 1, "ep": 2, "moe_tp_extend_ep": True}
+    assert payload["parallel_layout"] == {
+        "tp": 2, "pp": 1, "ep": 2, "moe_tp_extend_ep": True, "pipeline_layers": None,
+    }  # fmt: skip
     parallel = files.layout.to_parallel()
     assert parallel.expert_sizes() == (1, 4)
     assert dataclasses.replace(

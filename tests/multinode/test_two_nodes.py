@@ -136,7 +136,7 @@ class TwoNodeRun:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    def wait_for(self, what: str, predicate, timeout: float = 420.0) -> None:
+    def wait_for(self, what: str, predicate, timeout: float = 900.0) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
@@ -193,7 +193,7 @@ def straight(shared):
         run.wait_for("a worker on each node", lambda: len(_worker_lines(run.nodes[1].ps())) == 1
                      and len(_worker_lines(run.nodes[0].ps())) == 1)  # fmt: skip
         seen = {"node1": run.nodes[0].ps(), "node2": run.nodes[1].ps()}
-        assert head.wait(timeout=600) == 0, run.output(0)
+        assert head.wait(timeout=900) == 0, run.output(0)
         assert worker.wait(timeout=120) == 0, run.output(1)
         metrics = run.metrics()
     finally:
@@ -242,7 +242,7 @@ def test_restart_after_node_loss_resumes_and_matches_the_uninterrupted_run(share
         killed_at = time.monotonic()
         run.nodes[1].start()
         worker = run.launch(1, args)
-        assert head.wait(timeout=600) == 0, run.output(0)
+        assert head.wait(timeout=900) == 0, run.output(0)
         finished = time.monotonic() - killed_at
         assert worker.wait(timeout=120) == 0, run.output(1)
         metrics = run.metrics()
@@ -310,7 +310,7 @@ def test_bounded_waits_and_a_wrong_token_fail_with_one_line_each(shared):
         lost = run.launch(1, args, NODE_WAIT_S="40", MASTER_ADDR=wrong_head)
         run.wait_for("the head's token", lambda: (run.dir / "ray_token").exists())
         bad = run.launch(2, args, NODE_WAIT_S="40", RAY_AUTH_TOKEN="not-the-head-token")
-        statuses = [proc.wait(timeout=300) for proc in (head, lost, bad)]
+        statuses = [proc.wait(timeout=900) for proc in (head, lost, bad)]
         left = {i: _worker_lines(run.nodes[i].ps()) for i in range(3)}
     finally:
         run.close()

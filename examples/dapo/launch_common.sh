@@ -76,11 +76,14 @@ eval "$("$PYTHON" cli/jemalloc_env.py ${JEMALLOC_OPTIONAL:+--optional})"
 # --resources); NPUs the custom resource "NPU"; CPU workers the custom "cpu_slot"
 DEVICE_KIND="${LAUNCH_DEVICE:-$("$PYTHON" -c "from mindspeed_rl.platform.device import device_type; print(device_type())")}"
 case "$DEVICE_KIND" in
-  cuda) DEVICE_RESOURCE=GPU; RESOURCE_ARGS=(--num-gpus "$NPUS_PER_NODE") ;;
-  npu) DEVICE_RESOURCE=NPU; RESOURCE_ARGS=("--resources={\"NPU\": $NPUS_PER_NODE}") ;;
-  cpu) DEVICE_RESOURCE=cpu_slot; RESOURCE_ARGS=("--resources={\"cpu_slot\": $NPUS_PER_NODE}") ;;
+  cuda) DEVICE_RESOURCE=GPU ;;
+  npu) DEVICE_RESOURCE=NPU ;;
+  cpu) DEVICE_RESOURCE=cpu_slot ;;
   *) fail "LAUNCH_DEVICE=$DEVICE_KIND: expected npu, cuda or cpu" ;;
 esac
+# the flag itself comes from the platform layer, the one place that knows Ray's resource rules
+RESOURCE_ARGS=("$("$PYTHON" -m mindspeed_rl.platform.ray_resources --device "$DEVICE_KIND" --count "$NPUS_PER_NODE")") \
+  || fail "NPUS_PER_NODE=$NPUS_PER_NODE: expected a device count >= 1"
 TOTAL_DEVICES=$((NNODES * NPUS_PER_NODE))
 
 # Ray's token authentication (on by default for a new head): every node needs the head's token,

@@ -33,7 +33,7 @@ def _ray_start(out: str) -> str:
 
 @pytest.mark.parametrize(
     ("kind", "flag"),
-    [("cuda", "--num-gpus 8"), ("npu", '--resources={"NPU": 8}'),
+    [("cuda", "--num-gpus=8"), ("npu", '--resources={"NPU": 8}'),
      ("cpu", '--resources={"cpu_slot": 8}')],
 )  # fmt: skip
 def test_each_device_kind_is_declared_to_ray_as_ray_expects(tmp_path, kind, flag):

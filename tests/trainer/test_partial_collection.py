@@ -107,7 +107,9 @@ def test_iterations_train_whole_groups_no_older_than_the_split(engine, dynamic):
         ended = (lengths == MAX_TOKENS) | torch.isin(last, torch.tensor(EOS))
         assert bool(ended.all()), "a trained sample had not ended"
         assert metrics["partial_rollout/expired_groups"] == 0
-    assert max(age for *_, age in runs) == SPLIT - 1  # the bound is reached, not only respected
+    # the bound is reached without dynamic sampling (one round per iteration in steady state);
+    # with it, extra rounds inside an iteration finish groups younger
+    assert max(age for *_, age in runs) == (1 if dynamic else SPLIT - 1)
     assert sum(m["partial_rollout/continued_samples"] for _, m, _ in runs) > 0
 
 

@@ -251,6 +251,17 @@ def cross_field_problems(config: RunConfig, where: Callable[[str], str]) -> list
             f"{rl.rollout_max_tokens}: a round needs at least one token; use <= "
             f"{rl.rollout_max_tokens}",
         )
+    if rl.rollout_threshold_rate < 1 and (
+        config.generate_config.infer_expert_parallel_size
+        > config.generate_config.infer_tensor_parallel_size
+    ):
+        report(
+            "rl_config.rollout_threshold_rate",
+            f"{rl.rollout_threshold_rate} with vLLM data-parallel engines (infer EP "
+            f"{config.generate_config.infer_expert_parallel_size} > infer TP "
+            f"{config.generate_config.infer_tensor_parallel_size}): each engine would stop at its "
+            "own step while its peers step together; use 1 (rounds end at their token cap)",
+        )
     if rl.rollout_threshold_rate < 1 and rl.partial_rollout_max_split <= 1:
         report(
             "rl_config.rollout_threshold_rate",

@@ -63,3 +63,14 @@ def test_dry_run_exits_non_zero_naming_the_key():
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )  # fmt: skip
     assert done.returncode != 0 and "rl_config.rollout_threshold_rate" in done.stderr + done.stdout
+
+
+def test_the_threshold_is_refused_with_vllm_data_parallel_engines():
+    """Qwen3-30B-A3B's recipe runs infer EP 8 over infer TP 1: vLLM's data-parallel engines step
+    together, so one engine cannot stop its round on its own."""
+    with pytest.raises(ConfigError) as info:
+        load_run_config("dapo_qwen3_30b_a3b_A3", overrides=[
+            "rl_config.partial_rollout_max_split=2", "rl_config.rollout_threshold_rate=0.8"])  # fmt: skip
+    problems = {p.key: p.message for p in info.value.problems}
+    assert "data-parallel engines" in problems["rl_config.rollout_threshold_rate"], problems
+    load_run_config("dapo_qwen3_30b_a3b_A3", overrides=["rl_config.partial_rollout_max_split=2"])

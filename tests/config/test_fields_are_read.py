@@ -201,8 +201,8 @@ def test_inert_spellings_of_the_shipped_recipes_are_accepted():
 
 @pytest.mark.parametrize(
     ("overrides", "key", "fragment"),
-    [(["megatron_training.seq_length=97"], "megatron_training.seq_length",
-      "97 exceeds generate_config.max_model_len = 96"),
+    [(["megatron_training.seq_length=97", "generate_config.max_model_len=96"],
+      "megatron_training.seq_length", "97 exceeds generate_config.max_model_len = 96"),
      (["profiler.enable=true", "profiler.ranks=[0,2]"], "profiler.ranks", "[2] are not ranks")],
 )  # fmt: skip
 def test_seq_length_and_profiler_ranks_are_checked(overrides, key, fragment):

@@ -51,11 +51,15 @@ def test_the_cpu_rules_refuse_what_the_cpu_workers_would():
 
 
 def test_mindspeed_context_parallelism_needs_packing():
-    problems = _keys(CP_RECIPE, "npu", "rl_config.use_remove_padding=false",
-                     "rl_config.use_dynamic_bsz=false")  # fmt: skip
+    """Padded rows under CP need packing only where the host builds the dense mask: MindSpeed
+    without flash attention (with it, MindSpeed builds its own causal mask: layer_specs)."""
+    padded = ("rl_config.use_remove_padding=false", "rl_config.use_dynamic_bsz=false")
+    problems = _keys(CP_RECIPE, "npu", *padded, "megatron_training.use_flash_attn=false")
     assert (
         "needs rl_config.use_remove_padding: true" in problems["actor_config.context_parallel_size"]
     )
+    flash = _keys(CP_RECIPE, "npu", *padded, "megatron_training.use_flash_attn=true")
+    assert "actor_config.context_parallel_size" not in flash
 
 
 def test_vllm_on_cpu_rules(tmp_path):

@@ -33,8 +33,9 @@ class _Recording:
 
 def _trainer(temperature: float | None, answers: list[str]) -> DAPOTrainer:
     extra = [] if temperature is None else [f"rl_config.validation_temperature={temperature}"]
-    config = load_run_config(CONFIG_NAME, overrides=["generate_config.sampling_config.max_tokens=6", "rl_config.rollout_max_tokens=6",
-                                                     *extra])  # fmt: skip
+    short = ["generate_config.sampling_config.max_tokens=6", "rl_config.rollout_max_tokens=6",
+             "rl_config.overlong_buffer=2"]  # fmt: skip
+    config = load_run_config(CONFIG_NAME, overrides=[*short, *extra])
     torch.manual_seed(0)
     engine = HFRolloutEngine(
         transformers.AutoModelForCausalLM.from_config(tiny_hf.hf_config("qwen2")).eval(),

@@ -1,6 +1,8 @@
 """The phase order of a colocated step, call by call, with the vLLM engine's sleep / wake logic
 (a recording stand-in for ``vllm.LLM``: vLLM itself does not run on this host)."""
 
+import torch
+
 from mindspeed_rl.rollout.vllm_engine import VLLMRolloutEngine
 from mindspeed_rl.workers.offload import GROUPS
 from mindspeed_rl.workers.residency import PHASES, enter_phase
@@ -15,6 +17,11 @@ class RecordingLLM:
 
     def wake_up(self, tags):
         self.calls.append(f"engine.wake_up({tags})")
+
+    def apply_model(self, func):
+        # vLLM's LLM.apply_model runs ``func`` on each worker's model; a dense model has no MoE
+        # experts for rollout/expert_reload.py to put back in the kernel's layout
+        return [func(torch.nn.Linear(2, 2))]
 
 
 class RecordingOffloader:

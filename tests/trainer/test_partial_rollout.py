@@ -3,7 +3,7 @@
 - samples in flight at a checkpoint: 4 iterations straight equal 2 + (stop, resume) + 2, bit for
   bit, with dynamic sampling, packing and token-budget micro-batches;
 - policy age never exceeds N - 1, and the rollout-vs-actor gap is logged per age (no dynamic
-  sampling, KL loss against the reference, TIS, tensor parallelism 2 with infer TP 2, a threshold);
+  sampling, KL loss against the reference, TIS, tensor parallelism 2 (the hf engine: infer TP 1, two engines), a threshold);
 The task is the quickstart's chain-of-thought sums (responses of 20-140 tokens), capped at 64
 tokens here: the long ones are cut into rounds, a share ends within the first. That a round no
 response outgrows trains exactly the plain run's batch is tested at the batch level
@@ -49,14 +49,28 @@ def test_resume_with_samples_in_flight_is_bit_identical(assets, tmp_path):
     assert max(h["partial_rollout/age_max"] for h in straight.history) >= 1
 
 
+def _tp2_checkpoint(assets, tmp_path):
+    """The assets' HF model converted to TP 2 shards with the real converter."""
+    from mindspeed_rl.checkpoint import mcore_layout
+    from mindspeed_rl.checkpoint.hf_to_mcore import HfToMcoreOptions, convert_hf_to_mcore
+
+    paths, _ = assets
+    base = training_config(assets, 1)
+    convert_hf_to_mcore(
+        HfToMcoreOptions(hf_dir=paths["hf"], save_dir=tmp_path / "mcore_tp2",
+                         layout=mcore_layout.ShardLayout(tp=2),
+                         padded_vocab_size=base.model.padded_vocab_size, force=True)
+    )  # fmt: skip
+    return tmp_path / "mcore_tp2"
+
+
 def test_policy_age_stays_below_the_split_with_kl_tis_tp2_and_a_threshold(assets, tmp_path):
     config = training_config(
-        assets, 4, *CAP, "rl_config.partial_rollout_max_split=2", "rl_config.rollout_threshold_rate=0.9",
+        assets, 4, *CAP, f"actor_config.load={_tp2_checkpoint(assets, tmp_path)}", "rl_config.partial_rollout_max_split=2", "rl_config.rollout_threshold_rate=0.9",
         "rl_config.filter_groups_enable=false", "megatron_training.global_batch_size=8",
         "rl_config.mini_batch_size=8", "actor_config.micro_batch_size=8",
         "rl_config.use_kl_loss=true", "rl_config.kl_penalty=low_var_kl", "rl_config.init_kl_coef=0.1",
         "rl_config.tis_imp_ratio_cap=2.0", "actor_config.tensor_model_parallel_size=2",
-        "generate_config.infer_tensor_parallel_size=2",
     )  # fmt: skip
     history = run_training(config, log_dir=str(tmp_path / "logs")).history
     aged = [h for h in history if h["partial_rollout/age_max"] >= 1]

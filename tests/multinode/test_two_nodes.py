@@ -274,7 +274,16 @@ def test_node_loss_ends_the_run_naming_the_node_and_keeps_the_checkpoint(shared,
         killed_at = time.monotonic()
         status = head.wait(timeout=120)
         took = time.monotonic() - killed_at
-        node1_left = [line for line in run.nodes[0].ps().splitlines()[1:] if "ps -eo" not in line]
+        # the run's last processes (the launch script's tee) exit with it; the node's init
+        # reaps them within moments: wait for that, bounded
+        deadline = time.monotonic() + 15
+        while True:
+            node1_left = [
+                line for line in run.nodes[0].ps().splitlines()[1:] if "ps -eo" not in line
+            ]
+            if len(node1_left) <= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     finally:
         run.close()
     print(f"\nrun C: node 1 exited {status} {took:.1f} s after node 2 was killed")
@@ -321,6 +330,7 @@ def test_bounded_waits_and_a_wrong_token_fail_with_one_line_each(shared):
     assert "after 40 s only 1 of 2 x cpu_slot joined" in run.output(0)
     assert f"the head {wrong_head}:6766 did not answer in 40 s" in run.output(1)
     assert "refused this node's Ray token" in run.output(2)
-    for i in range(3):
-        assert "stopped this node's Ray" in run.output(i) or i == 1
+    # the head stops the Ray it started; node 2 found no head and node 3 was refused by it, so
+    # neither has a Ray running: for all three, nothing of the run is left
+    assert "stopped this node's Ray" in run.output(0)
     assert not any(left.values())

@@ -152,7 +152,9 @@ def test_resumed_run_with_kl_is_bit_identical(assets, tmp_path):
     h = straight.history
     # iteration 1: old log-probs of the initial actor = the reference's
     assert h[0]["actor/ref_log_prob_diff"] <= 1e-6 and abs(h[0]["rewards/kl"]) <= 1e-6
-    assert h[3]["rewards/kl"] > h[1]["rewards/kl"] > 1e-5, [x["rewards/kl"] for x in h]
+    # from iteration 2 the actor has moved off the reference (the size of the drift depends on the
+    # task's dynamics, so only its presence is asserted)
+    assert min(x["rewards/kl"] for x in h[1:]) > 1e-5, [x["rewards/kl"] for x in h]
     # the adaptive coefficient moved every iteration, and the resume continued from its value
     coefs = [x["actor/kl_coef"] for x in h]
     assert coefs[0] == 0.2 and len(set(coefs)) == 4, coefs

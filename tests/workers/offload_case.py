@@ -112,7 +112,7 @@ def run_iterations(config, iterations: int, save_root: str) -> dict:
         # a rank dealt no prompts still calls its engine (vLLM's data-parallel peers need it)
         engine_calls = []
         generate = worker.engine.generate
-        worker.engine.generate = lambda p, s: engine_calls.append(list(p)) or generate(p, s)
+        worker.engine.generate = lambda p, *rest: engine_calls.append(list(p)) or generate(p, *rest)
         empty_share = worker.generate([], params)
         worker.engine.generate = generate
         shard = Path(worker.save_checkpoint(save_root, iterations))

@@ -40,7 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_vs_trl import ensure_trl_venv, prompts_as_text, run_trl, seconds_to_reach  # noqa: E402
+from bench_vs_trl import (  # noqa: E402
+    ensure_trl_venv,
+    evaluations,
+    prompts_as_text,
+    run_trl,
+    seconds_to_reach,
+)
 
 
 def load_1min() -> float:
@@ -89,25 +95,22 @@ def run_ours(args, paths: dict, workdir: Path, engine: str, split: int, seed: in
     if done.returncode != 0:
         sys.exit(f"{name}: {' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     lines = [json.loads(x) for x in (log_dir / "metrics.jsonl").read_text().splitlines()]
-    evals, eval_seconds = [], 0.0
-    for line in lines:
-        if "val/acc" in line:
-            eval_seconds += line["timing/validate"]
-            evals.append({"step": line["iteration"], "acc": line["val/acc"], "time": line["time"],
-                          "eval_seconds_so_far": eval_seconds})  # fmt: skip
+    evals = evaluations(lines)
     its = [x for x in lines if "timing/total" in x]
     steady = its[1:] or its  # the first iteration fills the buffer
     phases = sorted({k for x in its for k in x if k.startswith("timing/")}
                     - {"timing/validate", "timing/orchestration_share"})  # fmt: skip
     trained = sum(x["throughput/trained_samples"] for x in steady)
     seconds = sum(x["timing/total"] for x in steady)
+    tokens = sum(x["throughput/trained_response_tokens_per_s"] * x["timing/total"] for x in steady)
     return {
         "name": name, "engine": engine, "split": split, "seed": seed, "start": start, "end": end,
         "evals": evals, "load": (load_before, load_1min()),
         "gen_s_per_sample": sum(x["timing/gen"] for x in steady) / trained,
+        # the same per trained response token: runs whose responses grow apart stay comparable
+        "gen_ms_per_token": 1000 * sum(x["timing/gen"] for x in steady) / tokens,
         "iteration_s": statistics.median(x["timing/total"] for x in steady),
-        "tokens_per_s": sum(x["throughput/trained_response_tokens_per_s"] * x["timing/total"]
-                            for x in steady) / seconds,
+        "tokens_per_s": tokens / seconds,
         "phases": {k: statistics.median(x.get(k, 0.0) for x in steady) for k in phases},
         "age_max": max(x.get("partial_rollout/age_max", 0.0) for x in its),
         "rounds": statistics.mean(x["dynamic_sampling/num_gen_batches"] for x in its),
@@ -118,17 +121,19 @@ def run_ours(args, paths: dict, workdir: Path, engine: str, split: int, seed: in
 
 def report(runs: list[dict], trl: dict | None) -> None:
     target = trl["evals"][-1]["acc"] if trl else None
-    print("| run | load 1-min (start, end) | gen s / trained sample | vs off | iteration s | "
-          "trained tokens/s | final held-out acc | time to TRL's final acc | max age | "
-          "rounds / it | mean length |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | load 1-min (start, end) | gen s / trained sample | vs off | "
+          "gen ms / trained token | vs off | iteration s | trained tokens/s | final held-out acc | "
+          "time to TRL's final acc | max age | rounds / it | mean length |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         off = next(r for r in runs if r["engine"] == run["engine"] and r["seed"] == run["seed"]
                    and r["split"] == 1)  # fmt: skip
         reached = seconds_to_reach(run, target) if target is not None else None
         print(f"| {run['name']} | {run['load'][0]:.1f}, {run['load'][1]:.1f} | "
               f"{run['gen_s_per_sample']:.4f} | {off['gen_s_per_sample'] / run['gen_s_per_sample']:.2f}x "
-              f"lower | {run['iteration_s']:.2f} | {run['tokens_per_s']:.1f} | "
+              f"lower | {run['gen_ms_per_token']:.3f} | "
+              f"{off['gen_ms_per_token'] / run['gen_ms_per_token']:.2f}x lower | "
+              f"{run['iteration_s']:.2f} | {run['tokens_per_s']:.1f} | "
               f"{run['evals'][-1]['acc']:.3f} | "
               f"{'-' if target is None else (f'{reached:.0f} s' if reached else 'not reached')} | "
               f"{run['age_max']:.0f} | {run['rounds']:.2f} | {run['length_mean']:.1f} |")  # fmt: skip
@@ -165,7 +170,8 @@ def run_trl_side(args, paths: dict, workdir: Path, base) -> dict | None:
     load_before = load_1min()
     try:
         trl = run_trl(args, paths, workdir, {**data, "mask_truncated_completions": True,
-                                             "overlong_buffer": args.overlong_buffer})  # fmt: skip
+                                             "overlong_buffer": args.overlong_buffer,
+                                             "lr": base.actor.lr})  # fmt: skip
     except subprocess.CalledProcessError as err:
         print(f"TRL failed: {err}")
         return None
@@ -193,7 +199,7 @@ def main() -> None:
     parser.add_argument("--trl", action="store_true", help="also run TRL's GRPOTrainer")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--trl-venv", default=str(ROOT / ".venv-trl"))
-    parser.add_argument("--vllm-python", default="/work/main/.venv-vllm/bin/python")
+    parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
 
@@ -209,7 +215,7 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         warm = {} if args.warm_steps is None else {"warm_steps": args.warm_steps}
         paths = prepare_assets(workdir, base.model, **{"problems": args.problems,
-                                                         "warm_steps": 180, "seed": 0, **warm})  # fmt: skip
+                                                         "warm_steps": 400, "seed": 0, **warm})  # fmt: skip
         runs = [run_ours(args, paths, workdir, engine, split, seed)
                 for engine in args.engines for seed in args.seeds for split in args.splits]  # fmt: skip
         trl = run_trl_side(args, paths, workdir, base) if args.trl else None

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", default="outputs/quickstart", help="where everything is written"
     )
-    parser.add_argument("--warm-steps", type=int, default=180, help="supervised warm-start steps")
+    parser.add_argument("--warm-steps", type=int, default=400, help="supervised warm-start steps")
     parser.add_argument(
         "overrides", nargs="*", help="section.key=value on configs/quickstart_cpu.yaml"
     )

@@ -1,18 +1,25 @@
-"""The synthetic math task of the quickstart: a chain of signed one-digit terms, summed step by step.
+"""The synthetic math task of the quickstart: a product found by repeated addition, written step
+by step.
 
-A problem names its terms ``a=4 b=+7 c=-2 ...``; a correct response writes one line per term,
-the running total before it, the term and the new total, then the final value::
+A problem gives a step and a count; a correct response adds the step that many times, one
+numbered line per addition (the line's number, then the total so far), then gives the total::
 
-    b: 4+7=11
-    c: 11-2=9
-    Answer: 9
+    prompt:   Add 6, 4 times. End with Answer: N
+    response: 1: 6
+              2: 12
+              3: 18
+              4: 24
+              Answer: 24
 
-Every term keeps the running total in ``[0, MAX_TOTAL]``, so each line is one entry of a small
-addition table while the chain, and so the response, grows with the number of terms: 3 to 18
-terms give reference responses of about 20 to 150 tokens (toy tokenizer), with a long tail
-(``LENGTH_DISTRIBUTION`` below, measured by ``reference_lengths``). An iteration waits for its
-longest sample, and ``rollout_max_tokens`` with the overlong buffer bind on the longest problems,
-as they do on real math data.
+Each line follows from the line before it (its number plus one, its total plus the step), so a
+tiny model can learn a line; a response is right only when every line is and it stops at the
+count. The count (2 to 30) is log-normal with median 5, so reference responses run from about 12
+to 130 tokens (toy tokenizer) with a long tail (``LENGTH_DISTRIBUTION`` below, measured by
+``reference_lengths``): an iteration waits for its longest sample, and ``rollout_max_tokens`` with
+the overlong buffer bind on the longest problems, as they do on real math data. Answers spread
+over 4-99 (the most frequent, 12, is 7% of the problems), so guessing without the lines does not
+pay: an earlier version whose answer was a remainder under the step (2-9) taught the policy to
+skip the lines and guess.
 
 Deterministic from a seed, written in the DAPO-Math-17k parquet schema (REFERENCE.md) so that it
 goes through the real preprocessing pipeline and is scored by ``acc_for_dapo`` (the value after
@@ -29,51 +36,43 @@ from __future__ import annotations
 
 import math
 import random
-import string
 from dataclasses import dataclass
 from pathlib import Path
 
-INSTRUCTION = "Sum step by step. End with Answer: N"
-DATA_SOURCE = "quickstart_chain_sum"
+DATA_SOURCE = "quickstart_repeated_add"
 DEFAULT_SYSTEM = "You are a helpful assistant."  # the toy tokenizer's chat template adds it
-LABELS = string.ascii_lowercase
-MIN_TERMS = 3
-MAX_TERMS = 18
-MAX_TOTAL = 19
-# log-normal number of steps (terms - 1): median 4, a tail to MAX_TERMS - 1
-_STEPS_MEDIAN = 4.0
-_STEPS_SIGMA = 0.6
+MIN_STEP, MAX_STEP = 2, 9
+MIN_COUNT, MAX_COUNT = 2, 24
+MAX_PRODUCT = 99  # every total is a number under 100
+# log-normal count (lines): median 5, a tail to MAX_COUNT
+_COUNT_MEDIAN = 5.0
+_COUNT_SIGMA = 0.6
 
 # Tokens of the reference responses (``solution`` + eos) of ``make_problems(2400, seed=0)`` under
 # the quickstart's tokenizer (toy BPE, 400 tokens, trained on the first 500 problems), measured
 # with ``reference_lengths``; the quickstart's rollout_max_tokens / overlong_buffer sit at the tail.
-LENGTH_DISTRIBUTION = {"min": 20, "median": 36, "p90": 68, "p99": 132, "max": 140}
+LENGTH_DISTRIBUTION = {"min": 13, "median": 30, "p90": 60, "p99": 126, "max": 139}
 
 
 @dataclass(frozen=True)
 class Problem:
-    """``terms[0]`` is the starting value (0-9), the others signed one-digit steps (+-1..9)."""
+    """Add ``step`` ``count`` times (``count * step`` by repeated addition)."""
 
-    terms: tuple[int, ...]
+    count: int
+    step: int
 
     @property
     def question(self) -> str:
-        parts = [f"{LABELS[0]}={self.terms[0]}"]
-        parts += [f"{LABELS[i]}={t:+d}" for i, t in enumerate(self.terms[1:], start=1)]
-        return f"{' '.join(parts)}. {INSTRUCTION}"
+        return f"Add {self.step}, {self.count} times. End with Answer: N"
 
     @property
     def answer(self) -> str:
-        return str(sum(self.terms))
+        return str(self.count * self.step)
 
     @property
     def steps(self) -> list[str]:
-        """The intermediate lines: ``label: total+term=new_total``."""
-        lines, total = [], self.terms[0]
-        for i, term in enumerate(self.terms[1:], start=1):
-            lines.append(f"{LABELS[i]}: {total}{term:+d}={total + term}")
-            total += term
-        return lines
+        """The intermediate lines: ``number: total so far``."""
+        return [f"{i}:{i * self.step}" for i in range(1, self.count + 1)]
 
     @property
     def solution(self) -> str:
@@ -81,14 +80,9 @@ class Problem:
         return "\n".join([*self.steps, f"Answer: {self.answer}"])
 
 
-def _number_of_terms(rng: random.Random) -> int:
-    steps = round(math.exp(rng.gauss(math.log(_STEPS_MEDIAN), _STEPS_SIGMA)))
-    return min(max(steps + 1, MIN_TERMS), MAX_TERMS)
-
-
-def _next_term(rng: random.Random, total: int) -> int:
-    choices = [t for t in range(-9, 10) if t != 0 and 0 <= total + t <= MAX_TOTAL]
-    return rng.choice(choices)
+def _count(rng: random.Random) -> int:
+    count = round(math.exp(rng.gauss(math.log(_COUNT_MEDIAN), _COUNT_SIGMA)))
+    return min(max(count, MIN_COUNT), MAX_COUNT)
 
 
 def make_problems(count: int, seed: int = 0) -> list[Problem]:
@@ -96,10 +90,9 @@ def make_problems(count: int, seed: int = 0) -> list[Problem]:
     rng = random.Random(seed)
     problems = []
     for _ in range(count):
-        terms = [rng.randrange(10)]
-        for _ in range(_number_of_terms(rng) - 1):
-            terms.append(_next_term(rng, sum(terms)))
-        problems.append(Problem(tuple(terms)))
+        lines = _count(rng)
+        steps = [k for k in range(MIN_STEP, MAX_STEP + 1) if lines * k <= MAX_PRODUCT]
+        problems.append(Problem(lines, rng.choice(steps)))
     return problems
 
 

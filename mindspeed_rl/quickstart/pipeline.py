@@ -22,7 +22,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "quickstart_cpu"
-TASK_NAME = "chain_sum"
+TASK_NAME = "repeated_add"
 
 
 @dataclasses.dataclass
@@ -94,7 +94,7 @@ def run_quickstart(
     workdir: str | Path = "outputs/quickstart",
     overrides: Sequence[str] = (),
     problems: int = 2400,
-    warm_steps: int = 180,
+    warm_steps: int = 400,
     seed: int = 0,
     config_dir: str | Path | None = None,
 ) -> QuickstartResult:
@@ -125,7 +125,7 @@ def run_quickstart(
     plot = plot_run(
         result.history, workdir / "logs" / "quickstart.png", rl.rollout_max_tokens,
         rl.overlong_buffer if rl.overlong_buffer_enable else None,
-        title=f"DAPO on the chain-of-thought sums ({config.actor.train_iters} iterations)",
+        title=f"DAPO on the repeated-addition task ({config.actor.train_iters} iterations)",
     )  # fmt: skip
     return QuickstartResult(
         accuracy_before=validations[0]["val/acc"],

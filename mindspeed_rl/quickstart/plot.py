@@ -71,9 +71,9 @@ def plot_run(
                        label=f"overlong penalty starts ({start})")  # fmt: skip
     len_ax.set_ylabel("tokens")
     len_ax.set_xlabel("iteration")
-    len_ax.set_ylim(0, rollout_max_tokens * 1.1)
+    len_ax.set_ylim(0, rollout_max_tokens * 1.45)  # room for the legend above the cap
     len_ax.grid(alpha=0.3)
-    len_ax.legend(loc="upper left", fontsize=8)
+    len_ax.legend(loc="upper left", fontsize=8, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")

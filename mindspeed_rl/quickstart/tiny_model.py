@@ -37,4 +37,7 @@ def build_tiny_hf_model(model: ModelConfig, tokenizer_dir: Path, out_dir: Path, 
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    return hf_model, tokenizer
+    # the tokenizer as every later stage loads it: beside a Qwen2 config transformers builds its
+    # Qwen2 tokenizer from these files, whose pre-tokenizer splits numbers into digits (the toy
+    # tokenizer alone keeps merged numbers); the warm start must see the tokens the RL run sees
+    return hf_model, transformers.AutoTokenizer.from_pretrained(str(out_dir))

@@ -9,6 +9,8 @@ as in one batch): a batch padded to its longest example would compute mostly pad
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from mindspeed_rl.quickstart.math_task import Problem
@@ -36,7 +38,7 @@ def _micro_batch(examples, picks, pad_token_id):
 
 
 def warm_start(model, tokenizer, problems: list[Problem], steps: int, batch_size: int = 64,
-               lr: float = 3e-3, seed: int = 0, chunks: int = 4) -> list[float]:  # fmt: skip
+               lr: float = 6e-3, seed: int = 0, chunks: int = 4) -> list[float]:  # fmt: skip
     """``steps`` AdamW steps of next-token loss on the reference solution + eos after each
     prompt; returns the loss of each step (mean over the step's response tokens)."""
     generator = torch.Generator().manual_seed(seed)
@@ -46,6 +48,14 @@ def warm_start(model, tokenizer, problems: list[Problem], steps: int, batch_size
         answer = tokenizer.encode(p.solution, add_special_tokens=False) + [tokenizer.eos_token_id]
         examples.append((prompt, answer))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    # a short linear warm-up, then cosine decay to zero: a brief run ends at its lowest loss
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda i: (
+            min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
+        ),
+    )
     model.train()
     losses = []
     for _ in range(steps):
@@ -66,6 +76,7 @@ def warm_start(model, tokenizer, problems: list[Problem], steps: int, batch_size
             loss.backward()
             total += loss.item()
         optimizer.step()
+        schedule.step()
         losses.append(total)
     model.eval()
     return losses

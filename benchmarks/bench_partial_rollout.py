@@ -74,6 +74,11 @@ def our_overrides(args, paths: dict, engine: str, split: int, seed: int) -> list
         f"rl_config.actor_resource.num_npus={args.workers}",
         f"actor_config.micro_batch_size={args.prompts * args.samples // args.workers}",
         f"generate_config.engine={engine}",
+        *(
+            [f"generate_config.kv_cache_memory_bytes={args.vllm_kv_bytes}"]
+            if engine == "vllm"
+            else []
+        ),
         "rl_config.validate_before_train=true",
         f"rl_config.validation_interval={args.eval_every}",
         f"rl_config.validation_temperature={args.eval_temperature}",
@@ -200,6 +205,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--trl-venv", default=str(ROOT / ".venv-trl"))
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
+    parser.add_argument("--vllm-kv-bytes", type=int, default=64 << 20,
+                        help="vLLM's KV cache (generate_config.kv_cache_memory_bytes)")  # fmt: skip
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
 

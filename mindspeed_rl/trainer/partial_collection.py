@@ -13,18 +13,27 @@ from mindspeed_rl.workers.timing import Timer
 
 class PartialRolloutCollection:
     def _partial_round(self, rounds: int) -> dict[str, float]:
-        """One partial-rollout round: a fresh batch of prompts joins while fewer than
-        (N - 1) x global_batch_size groups are unfinished (and always in an iteration's first
-        round), then every unfinished sample is continued, the started ones first."""
-        rl, gbs = self.config.rl_config, self.config.actor.global_batch_size
-        limit = (rl.partial_rollout_max_split - 1) * gbs
-        if rounds == 0 or self.buffer.unfinished_groups() < limit:
+        """One partial-rollout round: fresh batches of prompts join while fewer than two
+        iterations' worth of groups (``2 x global_batch_size``, complete or in flight) are on
+        hand, then every unfinished sample is continued, the started ones first.
+
+        Two batches on hand let an iteration train the groups that finished while the
+        stragglers of the other batch go on in the next round. The bound counts complete groups
+        too: complete groups beyond the iteration's wait, oldest first, and admitting more
+        whatever is on hand would queue them behind one another, so that every token, not only
+        the tail's, would be iterations old (measured with the earlier rule, fresh batches while
+        fewer than (N - 1) x global_batch_size groups were unfinished: policy age 2 on nearly
+        every trained token at N = 4)."""
+        gbs = self.config.actor.global_batch_size
+        while len(self.buffer.groups) < 2 * gbs:  # every group held is complete or in flight
             prompts = self.loader.next_batch()
             self._iteration_prompts.extend(prompts.indices)
             self.buffer.admit(
                 prompts.prompt_ids, prompts.texts("labels"), prompts.indices, self.actor_version
             )
         request = self.buffer.round_request()
+        if not request.contexts:  # enough complete groups on hand and nothing in flight
+            return {"continued": 0.0, "tokens": 0.0}
         params = self._sampling(self.n, self.iteration * 1000 + rounds)
         out = self.rollout.generate(request.contexts, params, request.shape)
         tokens = self.buffer.absorb(request, out, self.actor_version)

@@ -81,7 +81,9 @@ def test_policy_age_stays_below_the_split_with_kl_tis_tp2_and_a_threshold(assets
         assert math.isfinite(h["actor/pg_loss"]) and h["actor/grad_norm"] > 0
         assert "actor/kl_loss" in h and "actor/tis_weight" in h
     for h in aged:
-        # the old log-prob pass ran for the off-policy tokens: the gap of age 0 is kernel noise,
-        # the gap of age 1 is one update's change of the policy
-        assert h["partial_rollout/log_prob_gap_age0"] < 1e-4
-        assert h["partial_rollout/log_prob_gap_age1"] > 10 * h["partial_rollout/log_prob_gap_age0"]
+        # the old log-prob pass ran for the off-policy tokens: the gap of age 0 (when the batch
+        # holds such tokens: a batch of groups left over from the last iteration may not) is
+        # kernel noise, the gap of age 1 is one update's change of the policy
+        noise = h.get("partial_rollout/log_prob_gap_age0", 0.0)
+        assert noise < 1e-4
+        assert h["partial_rollout/log_prob_gap_age1"] > max(10 * noise, 1e-4)

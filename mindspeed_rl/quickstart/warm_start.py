@@ -49,12 +49,10 @@ def warm_start(model, tokenizer, problems: list[Problem], steps: int, batch_size
         examples.append((prompt, answer))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     # a short linear warm-up, then cosine decay to zero: a brief run ends at its lowest loss
-    warmup = max(1, steps // 20)
+    warmup, span = max(1, steps // 20), max(1, steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda i: (
-            min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
-        ),
+        lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, span) / span)),
     )
     model.train()
     losses = []

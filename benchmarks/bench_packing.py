@@ -5,8 +5,8 @@ task. CPU, one run.
 
 The batch: ``--rows`` problems of the quickstart's task (``mindspeed_rl.quickstart.math_task``),
 each prompt as the chat template renders it and each response the reference step-by-step solution
-(+ eos), tokenized by the quickstart's toy tokenizer: prompts of 39-84 tokens, responses of 20-140
-with a long tail (median 36, p90 68), the length mix the e2e tests and the demo train on
+(+ eos), tokenized by the quickstart's toy tokenizer (numbers kept merged here): prompts of about 30
+tokens, responses with the task's long tail, the length mix the e2e tests and the demo train on
 (``--mix long``: DAPO's long responses scaled down for a CPU, ``_long_mix``). One
 mini-batch through the real actor (``MegatronActor.backward_mini_batch``: a 2-layer GPTModel,
 hidden 128, fp32, the project's CPU attention), each mode in a fresh child process:

@@ -5,18 +5,19 @@ A problem gives a step and a count; a correct response adds the step that many t
 numbered line per addition (the line's number, then the total so far), then gives the total::
 
     prompt:   Add 6, 4 times. End with Answer: N
-    response: 1: 6
-              2: 12
-              3: 18
-              4: 24
+    response: 1:6
+              2:12
+              3:18
+              4:24
               Answer: 24
 
 Each line follows from the line before it (its number plus one, its total plus the step), so a
 tiny model can learn a line; a response is right only when every line is and it stops at the
-count. The count (2 to 30) is log-normal with median 5, so reference responses run from about 12
-to 130 tokens (toy tokenizer) with a long tail (``LENGTH_DISTRIBUTION`` below, measured by
-``reference_lengths``): an iteration waits for its longest sample, and ``rollout_max_tokens`` with
-the overlong buffer bind on the longest problems, as they do on real math data. Answers spread
+count. The count (2 to 24) is log-normal with median 5, so reference responses run from 13 to
+139 tokens (the run's tokenizer, numbers split into digits) with a long tail
+(``LENGTH_DISTRIBUTION`` below, measured by ``reference_lengths``): an iteration waits for its
+longest sample, and ``rollout_max_tokens`` with the overlong buffer bind on the longest problems,
+as they do on real math data. Answers spread
 over 4-99 (the most frequent, 12, is 7% of the problems), so guessing without the lines does not
 pay: an earlier version whose answer was a remainder under the step (2-9) taught the policy to
 skip the lines and guess.
@@ -49,7 +50,8 @@ _COUNT_MEDIAN = 5.0
 _COUNT_SIGMA = 0.6
 
 # Tokens of the reference responses (``solution`` + eos) of ``make_problems(2400, seed=0)`` under
-# the quickstart's tokenizer (toy BPE, 400 tokens, trained on the first 500 problems), measured
+# the quickstart's tokenizer (toy BPE, 400 tokens, trained on the first 500 problems, loaded as the
+# run loads it beside the model's Qwen2 config: numbers split into digits), measured
 # with ``reference_lengths``; the quickstart's rollout_max_tokens / overlong_buffer sit at the tail.
 LENGTH_DISTRIBUTION = {"min": 13, "median": 30, "p90": 60, "p99": 126, "max": 139}
 

@@ -17,10 +17,9 @@ count. The count (2 to 24) is log-normal with median 5, so reference responses r
 139 tokens (the run's tokenizer, numbers split into digits) with a long tail
 (``LENGTH_DISTRIBUTION`` below, measured by ``reference_lengths``): an iteration waits for its
 longest sample, and ``rollout_max_tokens`` with the overlong buffer bind on the longest problems,
-as they do on real math data. Answers spread
-over 4-99 (the most frequent, 12, is 7% of the problems), so guessing without the lines does not
-pay: an earlier version whose answer was a remainder under the step (2-9) taught the policy to
-skip the lines and guess.
+as they do on real math data. Answers spread over 4-99 (the most frequent, 12, is 7% of the
+problems), so guessing without the lines does not pay: an earlier version whose answer was a
+remainder under the step (2-9) taught the policy to skip the lines and guess.
 
 Deterministic from a seed, written in the DAPO-Math-17k parquet schema (REFERENCE.md) so that it
 goes through the real preprocessing pipeline and is scored by ``acc_for_dapo`` (the value after
